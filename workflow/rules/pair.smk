@@ -1,0 +1,52 @@
+if config["demo"]["make"]:
+
+    rule demo_data:
+        output:
+            inputs=[p[1] for p in demo_pairs()],
+            targets=[p[2] for p in demo_pairs()],
+        params:
+            demo=config["demo"],
+            data=config["data"],
+        log:
+            f"{RESULTS}/logs/demo_data.log",
+        message:
+            "Simulating {params.demo[acquisitions]} widefield/confocal demo acquisitions"
+        conda:
+            ENV
+        script:
+            "../../scripts/demo_data.py"
+
+
+rule check_pair:
+    input:
+        input=lambda w: PAIR[w.acquisition].input,
+        target=lambda w: PAIR[w.acquisition].target,
+    output:
+        row=f"{RESULTS}/pairs/{{acquisition}}.tsv",
+    params:
+        pair=lambda w: PAIR[w.acquisition],
+        normalize=config["normalize"],
+        tolerance=config["data"]["registration_tolerance"],
+    log:
+        f"{RESULTS}/logs/check_pair/{{acquisition}}.log",
+    message:
+        "Checking the pair {wildcards.acquisition}"
+    conda:
+        ENV
+    script:
+        "../../scripts/check_pair.py"
+
+
+rule pair:
+    input:
+        rows=expand(rules.check_pair.output.row, acquisition=ACQUISITIONS),
+    output:
+        manifest=f"{RESULTS}/pairs.tsv",
+    log:
+        f"{RESULTS}/logs/pair.log",
+    message:
+        "Writing the manifest of all pairs"
+    conda:
+        ENV
+    script:
+        "../../scripts/pair.py"
