@@ -214,7 +214,8 @@ def ngff_metadata(name: str, axes: str, pixel_size: tuple[float, ...], channels:
 
 def create_ome_zarr(path: str | os.PathLike, shape: tuple[int, ...], dtype, axes: str,
                     pixel_size: tuple[float, ...], chunks: tuple[int, ...] | None = None,
-                    channels: list[str] | None = None, fill_value=0, attrs: dict | None = None) -> zarr.Array:
+                    channels: list[str] | None = None, fill_value=0, attrs: dict | None = None,
+                    name: str | None = None) -> zarr.Array:
     """Create an empty OME-Zarr image (level "0" only) and return its array for region writes."""
     full_shape = ((len(channels),) if channels else ()) + tuple(shape)
     chunks = chunks or default_chunks(tuple(shape))
@@ -222,7 +223,7 @@ def create_ome_zarr(path: str | os.PathLike, shape: tuple[int, ...], dtype, axes
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     array = group.create_array("0", shape=full_shape, chunks=full_chunks, dtype=dtype, fill_value=fill_value,
                                chunk_key_encoding={"name": "v2", "separator": "/"})
-    group.attrs.update(ngff_metadata(Path(path).name, axes, pixel_size, channels) | (attrs or {}))
+    group.attrs.update(ngff_metadata(name or Path(path).name, axes, pixel_size, channels) | (attrs or {}))
     return array
 
 

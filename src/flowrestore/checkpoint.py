@@ -1,0 +1,52 @@
+"""Checkpoints hold tensors and plain data only, and are loaded with `weights_only=True`:
+a file that carries pickled code is refused, never executed."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_output
+from .errors import InputError
+from .methods import get_method
+from .nets import NetConfig, UNet
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "checkpoint not found", "train the model first (snakemake runs rule train) or fix the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(path, "refused: the checkpoint contains pickled code or objects, which could run arbitrary code "
+                         "when loaded", "use a checkpoint written by flowrestore (tensors and plain data only)") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(path, f"is not a readable checkpoint ({str(exc).splitlines()[0][:160]})",
+                         "the file is truncated or not a torch checkpoint; train again") from exc
+    if not isinstance(payload, dict) or "identity" not in payload or "ema" not in payload:
+        raise InputError(path, "is not a flowrestore checkpoint (no model identity or weights)",
+                         "use the checkpoint.pt that rule train writes")
+    return payload
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(method, network with EMA weights in eval mode, identity) from a checkpoint."""
+    payload = load_checkpoint(path)
+    identity = payload["identity"]
+    try:
+        method = get_method(identity["method"])
+        net = UNet(NetConfig(**identity["net"]))
+        net.load_state_dict(payload["ema"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(path, f"does not match the network it declares ({str(exc).splitlines()[0][:160]})",
+                         "retrain the model; the checkpoint was written by another architecture or version") from exc
+    return method, net.to(device).eval().requires_grad_(False), identity

@@ -1,0 +1,128 @@
+"""Restore one block: tiles of (samples x positions) batched through the network and blended.
+
+Two ways to stitch overlapping tiles:
+- "tile": solve every tile to t=1, then blend the results (HazeMatching);
+- "step": blend the velocities of overlapping tiles at every solver step, so neighbouring
+  tiles agree while they are being solved (EM Generalist's stitching).
+Posterior samples are done `group` at a time and merged into a running mean and variance
+(Chan et al.'s parallel Welford update), so memory holds `group` samples of a block, not K.
+The engine knows nothing about the method beyond its `velocity`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import solvers
+from .noise import gaussian
+from .tiling import Block, Plan, window
+
+
+@dataclass
+class SamplingConfig:
+    samples: int = 16
+    solver: str = "heun"
+    nfe: int = 8
+    batch: int = 8
+    group: int = 8  # samples held at once per block
+    keep_samples: int = 2
+    stitching: str = "tile"
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA
+
+
+@dataclass
+class BlockResult:
+    mean: torch.Tensor  # core shape
+    var: torch.Tensor | None  # unbiased sample variance; None for deterministic methods
+    samples: list[torch.Tensor]  # the first keep_samples samples (core shape)
+
+
+class Restorer:
+    def __init__(self, method, net: torch.nn.Module, config: SamplingConfig, device: torch.device):
+        self.method, self.net, self.cfg, self.device = method, net, config, device
+        if not method.stochastic:
+            # A point predictor: one pass, one "sample", no noise.
+            self.cfg = SamplingConfig(**{**config.__dict__, "samples": 1, "solver": "euler", "nfe": 1,
+                                         "keep_samples": 0, "stitching": "tile"})
+        self.autocast = config.amp and device.type == "cuda"
+        self.evaluations = 0  # network evaluations of one tile, for benchmarks
+
+    # -------------------------------------------------------------- network on a batch of tiles
+    def _velocity(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.evaluations += x.shape[0]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.method.velocity(self.net, t, x, y).float()
+
+    def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return solvers.integrate(self.cfg.solver, lambda t, x: self._velocity(t, x, y), x0, self.cfg.nfe)
+
+    # -------------------------------------------------------------- tiles of a block
+    def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, tiles: list[tuple[int, ...]], tile: tuple[int, ...],
+               weight: torch.Tensor) -> torch.Tensor:
+        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape."""
+        acc = torch.zeros_like(x)
+        wsum = torch.zeros(x.shape[2:], device=x.device)
+        regions = [tuple(slice(o, o + t) for o, t in zip(origin, tile)) for origin in tiles]
+        for r in regions:
+            wsum[r] += weight
+        items = [(k, r) for k in range(x.shape[0]) for r in regions]
+        for i in range(0, len(items), self.cfg.batch):
+            chunk = items[i:i + self.cfg.batch]
+            xb = torch.stack([x[k][(slice(None), *r)] for k, r in chunk])
+            yb = torch.stack([y[0][(slice(None), *r)] for _, r in chunk])
+            out = fn(xb, yb)
+            for (k, r), o in zip(chunk, out):
+                acc[k][(slice(None), *r)] += o * weight
+        return acc / wsum
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, block: Block, plan: Plan) -> BlockResult:
+        """y: normalised input over `block.outer`, shape (*outer); returns core-sized results."""
+        cfg = self.cfg
+        origin = tuple(s.start for s in block.outer)
+        # A volume smaller than a tile is padded (reflect) up to the tile size.
+        size = tuple(max(n, t) for n, t in zip(y.shape, plan.tile))
+        if size != tuple(y.shape):
+            y = torch.from_numpy(_pad(y.cpu().numpy(), size))
+        y = y.to(self.device)[None, None]
+        tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
+        weight = window(plan.tile, plan.overlap).to(self.device)
+        core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
+        count, mean, m2, kept = 0, None, None, []
+        for first in range(0, cfg.samples, cfg.group):
+            ks = range(first, min(cfg.samples, first + cfg.group))
+            if self.method.stochastic:
+                x0 = torch.stack([gaussian(cfg.seed, k, origin, size, self.device)[None] for k in ks])
+            else:
+                x0 = torch.zeros((len(ks), 1, *size), device=self.device)
+            if cfg.stitching == "tile":
+                x1 = self._blend(self._solve, x0, y, tiles, plan.tile, weight)
+            else:
+                field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
+                                                 x, y, tiles, plan.tile, weight)
+                x1 = solvers.integrate(cfg.solver, field, x0, cfg.nfe)
+            s = x1[(slice(None), 0, *core)]
+            kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
+            # Chan's parallel update of the running mean and sum of squared deviations.
+            n_b, mean_b = s.shape[0], s.mean(0)
+            m2_b = ((s - mean_b) ** 2).sum(0)
+            if mean is None:
+                count, mean, m2 = n_b, mean_b, m2_b
+            else:
+                delta = mean_b - mean
+                total = count + n_b
+                mean = mean + delta * (n_b / total)
+                m2 = m2 + m2_b + delta**2 * (count * n_b / total)
+                count = total
+        var = m2 / (count - 1) if self.method.stochastic and count > 1 else None
+        return BlockResult(mean, var, kept)
+
+
+def _pad(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    pad = [(0, s - n) for n, s in zip(a.shape, size)]
+    mode = "reflect" if all(p < n for (_, p), n in zip(pad, a.shape)) else "edge"
+    return np.pad(a, pad, mode=mode)

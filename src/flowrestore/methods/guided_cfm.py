@@ -1,0 +1,27 @@
+"""HazeMatching: guided conditional flow matching (Ray, Ashesh, Jug).
+
+x_t = (1 - t) x0 + t x1 with x0 ~ N(0, I); the velocity net sees the degraded image y as an
+extra channel and regresses the straight-line velocity x1 - x0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Method, register
+
+
+@register
+class GuidedCFM(Method):
+    name = "guided_cfm"
+
+    def loss(self, net, target, degraded, generator=None):
+        x0 = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        t = torch.rand(target.shape[0], generator=generator, device=target.device, dtype=target.dtype)
+        tt = t.view(-1, *([1] * (target.ndim - 1)))
+        xt = (1 - tt) * x0 + tt * target
+        v = net(torch.cat([xt, degraded], dim=1), t)
+        return torch.mean((v.float() - (target - x0).float()) ** 2)
+
+    def velocity(self, net, t, x, degraded):
+        return net(torch.cat([x, degraded], dim=1), t)

@@ -1,0 +1,185 @@
+"""Restore a whole 2D/3D acquisition block by block into an OME-Zarr image.
+
+Three steps, so a cluster can scatter the work:
+  `prepare`  creates the partial store `.NAME.partial` next to the output (idempotent: a store
+             left by an interrupted run with the same model, input and settings is kept);
+  `run_shard` restores the blocks of one shard (block index modulo shards), skipping blocks
+             already marked done, and marks each block after its chunks are written;
+  `finalize` checks every block is done, writes the metadata and renames the store into place.
+Blocks are chunk-aligned, so shards write disjoint chunk files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from .atomic import publish, remove, write_text
+from .checkpoint import load_model
+from .engine import Restorer, SamplingConfig
+from .errors import InputError
+from .io import create_ome_zarr, default_chunks, open_image
+from .normalize import Normalization, percentiles, subsample
+from .tiling import make_plan
+from .train import resolve_device
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "flowrestore-plan.json"
+DONE_DIR = "blocks-done"
+
+
+def partial_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(f".{output.name}.partial")
+
+
+def _per_axis(value, ndim: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),) * ndim
+
+
+def default_block(ndim: int) -> tuple[int, ...]:
+    return (1024, 1024) if ndim == 2 else (64, 256, 256)
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def channel_names(stochastic: bool, keep: int) -> list[str]:
+    return ["mmse", "std"] + [f"sample_{i}" for i in range(keep)] if stochastic else ["mmse"]
+
+
+def prepare(checkpoint, image_path, output, settings: dict, normalization: Normalization | None = None,
+            low: float = 0.1, high: float = 99.9) -> dict:
+    """Create (or keep, when resuming) the partial store and return the plan description."""
+    image = open_image(image_path)
+    if normalization is None:
+        normalization = percentiles(subsample(image.data).compute(), low, high)
+    method, _, identity = load_model(checkpoint)
+    sampling = _sampling(settings)
+    ndim = image.data.ndim
+    if identity["net"]["dims"] != ndim:
+        raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
+                         f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
+    chunks = default_chunks(image.shape)
+    keep = min(sampling.keep_samples, sampling.samples) if method.stochastic else 0
+    plan = {
+        "checkpoint": _file_digest(checkpoint), "model": identity["name"], "method": identity["method"],
+        "input": os.path.abspath(image_path), "shape": list(image.shape), "axes": image.axes,
+        "pixel_size": list(image.pixel_size), "normalization": asdict(normalization),
+        "tile": list(_per_axis(settings.get("tile", 256), ndim)),
+        "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
+        "block": list(_per_axis(settings.get("block") or default_block(ndim), ndim)),
+        "chunks": list(chunks), "factor": 2 ** (len(identity["net"]["multipliers"]) - 1),
+        "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(method.stochastic, keep),
+    }
+    work = partial_path(output)
+    plan_file = work / PLAN_FILE
+    if plan_file.exists() and json.loads(plan_file.read_text()) == plan:
+        log.info("resuming the partial prediction in %s", work)
+        return plan
+    remove(work)
+    create_ome_zarr(work, image.shape, np.float32, image.axes, image.pixel_size, chunks, channels=plan["channels"],
+                    fill_value=float("nan"), name=Path(output).name)
+    (work / DONE_DIR).mkdir()
+    write_text(plan_file, json.dumps(plan, indent=1))  # last: its presence means the store is complete
+    return plan
+
+
+def _sampling(settings: dict) -> SamplingConfig:
+    fields = SamplingConfig.__dataclass_fields__
+    return SamplingConfig(**{k: v for k, v in settings.items() if k in fields})
+
+
+def _tiling_plan(plan: dict):
+    return make_plan(tuple(plan["shape"]), tuple(plan["tile"]), tuple(plan["overlap"]), tuple(plan["block"]),
+                     tuple(plan["chunks"]), plan["factor"])
+
+
+def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str = "auto",
+              progress: bool | None = None) -> dict:
+    """Restore this shard's blocks that are not done yet; returns timing counters."""
+    work = partial_path(output)
+    plan_file = work / PLAN_FILE
+    if not plan_file.exists():
+        raise InputError(work, "has no prediction plan", "run the prepare step (rule predict_prepare) first")
+    plan = json.loads(plan_file.read_text())
+    dev = resolve_device(device)
+    method, net, _ = load_model(checkpoint, dev)
+    restorer = Restorer(method, net, SamplingConfig(**plan["sampling"]), dev)
+    image = open_image(plan["input"])
+    norm = Normalization(**plan["normalization"])
+    store = zarr.open_group(str(work), mode="r+")["0"]
+    tiling = _tiling_plan(plan)
+    mine = [b for b in tiling.blocks() if b.index % shards == shard and not (work / DONE_DIR / str(b.index)).exists()]
+    stats = {"blocks": len(mine), "read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
+    channels = plan["channels"]
+    for block in tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
+                      disable=not (progress if progress is not None else os.isatty(2))):
+        t0 = time.perf_counter()
+        y = torch.from_numpy(norm.apply(np.asarray(image.data[block.outer].compute(), dtype=np.float32)))
+        t1 = time.perf_counter()
+        result = restorer.restore(y, block, tiling)
+        t2 = time.perf_counter()
+        outputs = {"mmse": norm.invert(result.mean)}
+        if result.var is not None:
+            outputs["std"] = result.var.sqrt() * norm.scale
+        for i, s in enumerate(result.samples):
+            outputs[f"sample_{i}"] = norm.invert(s)
+        for name, value in outputs.items():
+            store[(channels.index(name), *block.core)] = value.cpu().numpy()
+        (work / DONE_DIR / str(block.index)).touch()
+        stats["read_s"] += t1 - t0
+        stats["compute_s"] += t2 - t1
+        stats["write_s"] += time.perf_counter() - t2
+    stats["evaluations"] = restorer.evaluations
+    return stats
+
+
+def finalize(output) -> None:
+    """Publish the partial store as `output` once every block is done."""
+    work = partial_path(output)
+    plan = json.loads((work / PLAN_FILE).read_text())
+    n_blocks = len(_tiling_plan(plan).blocks())
+    done = len(os.listdir(work / DONE_DIR))
+    if done != n_blocks:
+        raise InputError(work, f"only {done} of {n_blocks} blocks are restored", "rerun the predict shards")
+    group = zarr.open_group(str(work), mode="r+")
+    group.attrs["flowrestore"] = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling",
+                                                       "tile", "overlap", "channels")}
+    remove(work / DONE_DIR)
+    (work / PLAN_FILE).unlink()
+    publish(work, output)
+
+
+def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,
+            device: str = "auto", progress: bool | None = None) -> dict:
+    """All three steps in one process: the way to use this without Snakemake."""
+    settings = settings or {}
+    prepare(checkpoint, image_path, output, settings, normalization)
+    stats = run_shard(checkpoint, output, 0, 1, device, progress)
+    finalize(output)
+    return stats
+
+
+def read_prediction(path) -> dict[str, np.ndarray]:
+    """{channel name: array} of a prediction (loads it whole: for evaluation-sized images)."""
+    group = zarr.open_group(str(path), mode="r")
+    names = group.attrs["flowrestore"]["channels"]
+    data = group["0"][...]
+    return dict(zip(names, data))

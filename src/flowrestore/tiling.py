@@ -1,0 +1,75 @@
+"""Where tiles and blocks go, and how overlapping tiles are blended.
+
+Tiles lie on one global lattice that depends only on the volume's shape; a block (the unit of
+work, chunk-aligned) computes every tile that touches its core and writes only its core. Each
+voxel is therefore always the blend of the same tiles, whatever the block size or the number of
+shards: results are invariant to both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Evenly spread starts covering [0, length) with at least `overlap` between neighbours."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    core: tuple[slice, ...]  # the voxels this block writes
+    outer: tuple[slice, ...]  # the voxels its tiles read (core plus what the tiles need around it)
+    tiles: tuple[tuple[int, ...], ...]  # global tile origins
+
+
+@dataclass(frozen=True)
+class Plan:
+    shape: tuple[int, ...]  # volume shape
+    tile: tuple[int, ...]  # tile shape (may exceed the volume: then the input is padded)
+    overlap: tuple[int, ...]
+    block: tuple[int, ...]
+    starts: tuple[tuple[int, ...], ...]  # per axis
+
+    def blocks(self) -> list[Block]:
+        ranges = [range(0, s, b) for s, b in zip(self.shape, self.block)]
+        out = []
+        for index, corner in enumerate(itertools.product(*ranges)):
+            core = tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, self.block, self.shape))
+            per_axis = [[t for t in starts if t < sl.stop and t + tl > sl.start]
+                        for starts, sl, tl in zip(self.starts, core, self.tile)]
+            outer = tuple(slice(min(ts), min(max(ts) + tl, s)) for ts, tl, s in zip(per_axis, self.tile, self.shape))
+            out.append(Block(index, core, outer, tuple(itertools.product(*per_axis))))
+        return out
+
+
+def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...], block: tuple[int, ...],
+              chunks: tuple[int, ...], factor: int = 1) -> Plan:
+    """Tiles are shrunk to the volume (rounded up to a multiple of `factor`); blocks to whole chunks."""
+    tile = tuple(min(t, -(-s // factor) * factor) for t, s in zip(tile, shape))
+    overlap = tuple(min(o, t // 2) for o, t in zip(overlap, tile))
+    block = tuple(max(c, (b // c) * c) for b, c in zip(block, chunks))
+    starts = tuple(tuple(tile_starts(s, t, o)) for s, t, o in zip(shape, tile, overlap))
+    return Plan(tuple(shape), tile, overlap, block, starts)
+
+
+def window(tile: tuple[int, ...], overlap: tuple[int, ...]) -> torch.Tensor:
+    """Separable blending weight: 1 inside, a raised-cosine ramp over the overlap, never zero."""
+    w = None
+    for n, o in zip(tile, overlap):
+        ramp = np.ones(n, dtype=np.float32)
+        if o > 0:
+            r = 0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o)
+            ramp[:o] = r
+            ramp[n - o:] = np.minimum(ramp[n - o:], r[::-1])
+        w = ramp if w is None else np.multiply.outer(w, ramp)
+    return torch.from_numpy(np.ascontiguousarray(w))

@@ -1,0 +1,212 @@
+"""Fit a restoration model: AdamW with warm-up and cosine decay, EMA weights, resumable.
+
+The resumable state lives in `work/last.pt` beside the final `checkpoint.pt`: Snakemake deletes
+the declared outputs of an interrupted job, so the state it resumes from must not be one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .atomic import atomic_output
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import InputError
+from .methods import get_method
+from .nets import NetConfig, UNet, count_parameters
+from .patches import Acquisition, PatchBatches
+
+log = logging.getLogger(__name__)
+
+TRAIN_DEFAULTS = dict(steps=1000, batch_size=16, patch_size=64, lr=2e-3, weight_decay=0.0, warmup=50,
+                      grad_clip=1.0, ema=0.995, val_every=100, val_batches=4, checkpoint_every=100,
+                      workers=0, foreground=0.5, seed=0, compile=False, amp=True, device="auto")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def data_fingerprint(acquisitions: list[Acquisition]) -> str:
+    """Names and normalisation of the data a model saw; a change means resuming would be wrong."""
+    text = json.dumps([(a.name, a.input_norm.low, a.input_norm.high, a.target_norm.low, a.target_norm.high)
+                       for a in acquisitions])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainState:
+    net: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int
+    metrics: list[dict]
+
+
+def _patch_shape(patch_size, dims: int) -> tuple[int, ...]:
+    return tuple(patch_size) if isinstance(patch_size, (list, tuple)) else (patch_size,) * dims
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: int) -> None:
+    # Short warm-up of the decay so early EMA weights are not dominated by the random init.
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), net.parameters()):
+        pe.lerp_(p.detach(), 1 - d)
+    for be, b in zip(ema.buffers(), net.buffers()):
+        be.copy_(b)
+
+
+def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(hashlib.sha256(f"{seed}:{step}".encode()).hexdigest()[:15], 16))
+    return g
+
+
+@torch.no_grad()
+def validation_loss(method, net, batches: PatchBatches, n: int, device, seed: int) -> float:
+    """Loss on fixed validation patches with fixed noise: comparable from one evaluation to the next."""
+    net.eval()
+    losses = []
+    for i in range(n):
+        y, x1 = (b.to(device) for b in batches[i])
+        losses.append(float(method.loss(net, x1, y, generator=_step_generator(seed, -1 - i, device))))
+    net.train()
+    return float(np.mean(losses))
+
+
+def train_model(name: str, method_name: str, net_config: dict, train_config: dict,
+                train_acquisitions: list[Acquisition], val_acquisitions: list[Acquisition],
+                output_dir: str | os.PathLike, progress: bool | None = None) -> Path:
+    """Train (or resume) and write `checkpoint.pt`, `metrics.tsv` and `loss.png` to output_dir."""
+    cfg = {**TRAIN_DEFAULTS, **train_config}
+    out = Path(output_dir)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg["device"])
+    method = get_method(method_name)
+    dims = len(open_shape(train_acquisitions[0]))
+    netcfg = NetConfig(**{**net_config, "dims": dims, "in_channels": method.in_channels(1), "time": method.time_input})
+    patch = _patch_shape(cfg["patch_size"], dims)
+    if any(p % netcfg.factor for p in patch):
+        raise InputError(None, f"train.patch_size {patch} is not a multiple of {netcfg.factor}",
+                         f"use a multiple of {netcfg.factor} (the network downsamples {len(netcfg.multipliers) - 1} times)")
+    torch.manual_seed(cfg["seed"])
+    net = UNet(netcfg).to(device)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg["warmup"], cfg["steps"]))
+    fingerprint = data_fingerprint(train_acquisitions)
+    identity = {"name": name, "method": method_name, "net": netcfg.to_dict(),
+                "train": {k: v for k, v in cfg.items() if k not in ("workers", "device", "compile", "val_every",
+                                                                    "checkpoint_every", "val_batches")},
+                "data": fingerprint}
+    state = TrainState(net, ema, optimizer, scheduler, 0, [])
+    resume = work / "last.pt"
+    if resume.exists():
+        ckpt = load_checkpoint(resume)
+        if ckpt["identity"] == identity:
+            net.load_state_dict(ckpt["weights"])
+            ema.load_state_dict(ckpt["ema"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            state.step, state.metrics = ckpt["step"], ckpt["metrics"]
+            log.info("resuming %s from step %d", name, state.step)
+        else:
+            log.info("config or data changed since %s was written: starting afresh", resume)
+
+    log.info("%s: %s, %d parameters, patches %s, batch %d, %d steps on %s", name, method_name,
+             count_parameters(net), patch, cfg["batch_size"], cfg["steps"], device)
+    batches = PatchBatches(train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"], foreground=cfg["foreground"])
+    val_batches = PatchBatches(val_acquisitions or train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"] + 1,
+                               foreground=cfg["foreground"], augment=False)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(state.step, cfg["steps"]),
+                                         num_workers=cfg["workers"], pin_memory=device.type == "cuda",
+                                         persistent_workers=False, prefetch_factor=4 if cfg["workers"] else None)
+    model = torch.compile(net) if cfg["compile"] else net
+    amp = cfg["amp"] and device.type == "cuda"
+
+    def save(path: Path, final: bool = False) -> None:
+        save_checkpoint(path, {
+            "identity": identity, "step": state.step, "metrics": state.metrics,
+            "weights": net.state_dict(), "ema": ema.state_dict(),
+            **({} if final else {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}),
+        })
+
+    running, t_last = [], time.perf_counter()
+    bar = tqdm(total=cfg["steps"], initial=state.step, desc=name, disable=not (progress if progress is not None
+                                                                               else os.isatty(2)))
+    net.train()
+    for y, x1 in loader:
+        y, x1 = y.to(device, non_blocking=True), x1.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = method.loss(model, x1, y, generator=_step_generator(cfg["seed"], state.step, device))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training of {name} diverged at step {state.step} (loss {float(loss)}); the last good state is kept in "
+                f"{resume}. Fix: lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        _update_ema(ema, net, cfg["ema"], state.step)
+        running.append(loss.item())
+        bar.update(1)
+        last = state.step == cfg["steps"]
+        if state.step % cfg["val_every"] == 0 or last:
+            row = {"step": state.step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
+                   "val_loss": validation_loss(method, ema, val_batches, cfg["val_batches"], device, cfg["seed"]),
+                   "seconds": time.perf_counter() - t_last}
+            state.metrics.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", val=f"{row['val_loss']:.4f}")
+            log.info("step %d loss %.5f val %.5f (%.1f s)", row["step"], row["loss"], row["val_loss"], row["seconds"])
+            running, t_last = [], time.perf_counter()
+        if state.step % cfg["checkpoint_every"] == 0 or last:
+            save(resume)
+    bar.close()
+    save(out / "checkpoint.pt", final=True)
+    write_metrics(state.metrics, out / "metrics.tsv")
+    from .plots import loss_curve
+
+    loss_curve(state.metrics, out / "loss.png", title=f"{name} ({method_name})")
+    return out / "checkpoint.pt"
+
+
+def open_shape(acq: Acquisition) -> tuple[int, ...]:
+    import zarr
+
+    return zarr.open_group(acq.input_path, mode="r")["0"].shape
+
+
+def write_metrics(rows: list[dict], path: Path) -> None:
+    import pandas as pd
+
+    with atomic_output(path) as tmp:
+        pd.DataFrame(rows, columns=["step", "loss", "lr", "val_loss", "seconds"]).to_csv(tmp, sep="\t", index=False)
