@@ -10,6 +10,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pair.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
@@ -17,3 +19,4 @@ rule all:
     input:
         rules.pair.output.manifest,
         expand(rules.convert.output.image, role=["input", "target"], acquisition=ACQUISITIONS),
+        expand(rules.predict.output.prediction, model=MODELS, acquisition=TO_PREDICT),

@@ -11,7 +11,9 @@ multi-process writes, and the tests read our output back with ome-zarr-py.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +105,55 @@ def _squeeze_axes(path: Path, data: da.Array, axes: str) -> tuple[da.Array, str]
     return data[tuple(index)], kept
 
 
+class _TiffErrors(logging.Handler):
+    """Collects the errors tifffile logs (and otherwise skips) while this thread parses a file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+def _check_tiff_complete(path: Path, tif: tifffile.TiffFile, series, errors: list[str]) -> None:
+    """Refuse truncated or damaged TIFFs now rather than failing (or reading zeros) mid-job.
+
+    tifffile logs a broken page chain or an unreadable tag and carries on with what it could
+    parse (a truncated stack can open as its first plane only); the pixel data itself is only
+    read on access, so strips/tiles that end past the end of the file are checked here.
+    """
+    size = tif.filehandle.size
+    ends = []
+    if series.dataoffset is not None:  # one contiguous block (tifffile, ImageJ)
+        ends.append(series.dataoffset + series.nbytes)
+    else:
+        for page in series.pages:
+            if page is None:
+                errors.append("image planes are missing")
+                break
+            ends.extend(o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n)
+    if ends and max(ends) > size:
+        errors.append(f"pixel data ends at byte {max(ends)} but the file has {size} bytes")
+    if errors:
+        raise InputError(path, f"is truncated or corrupt ({_first_line(Exception(errors[0]))})",
+                         "the file is incomplete or damaged; export or copy it again")
+
+
 def _open_tiff(path: Path) -> Image:
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        axes = series.axes
-        sizes = _tiff_pixel_size(tif)
+    handler = _TiffErrors()
+    logging.getLogger("tifffile").addHandler(handler)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            len(tif.pages)  # walks the whole page chain, so a broken one is logged
+            series = tif.series[0]
+            axes = series.axes
+            sizes = _tiff_pixel_size(tif)
+            _check_tiff_complete(path, tif, series, handler.messages)
+    finally:
+        logging.getLogger("tifffile").removeHandler(handler)
     # tifffile's zarr view reads only the strips/tiles a slice touches.
     store = tifffile.imread(path, aszarr=True)
     data = da.from_zarr(zarr.open_array(store, mode="r"))
@@ -162,7 +208,7 @@ def _open_zarr(path: Path) -> Image:
         ms = attrs["multiscales"][0]
         level = ms["datasets"][0]
         array = node[level["path"]]
-        axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in ms.get("axes", [])).upper() or None
+        axes = "".join(a if isinstance(a, str) else a["name"] for a in ms.get("axes", [])).upper() or None
         scale = next((t["scale"] for t in level.get("coordinateTransformations", []) if t["type"] == "scale"), None)
     else:
         raise InputError(path, "is a zarr group without OME-NGFF multiscales metadata",

@@ -119,8 +119,13 @@ def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
             raise InputError(sheet, f"line {i}: split {split!r} is not one of {SPLITS}", "use train, val or test")
-        out.append((row["acquisition"].strip(), _inside(row["input"].strip(), root, sheet),
-                    _inside(row["target"].strip(), root, sheet), split))
+        # A short row gives None for its missing cells; an empty path would name the folder itself.
+        acq, inp, tgt = ((row.get(k) or "").strip() for k in ("acquisition", "input", "target"))
+        empty = [k for k, v in (("acquisition", acq), ("input", inp), ("target", tgt)) if not v]
+        if empty:
+            raise InputError(sheet, f"line {i}: empty {', '.join(empty)}",
+                             "fill in acquisition, input and target on every row (tab-separated)")
+        out.append((acq, _inside(inp, root, sheet), _inside(tgt, root, sheet), split))
     return out
 
 
@@ -170,6 +175,17 @@ def _central_crop(shape: tuple[int, ...], size: int) -> tuple[slice, ...]:
     return tuple(slice(max(0, (s - size) // 2), max(0, (s - size) // 2) + min(s, size)) for s in shape)
 
 
+def _compute(path: str, *arrays):
+    """dask.compute, with a damaged file's decoding error (zlib, tifffile, zarr...) as an InputError."""
+    try:
+        return dask.compute(*arrays)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:
+        raise InputError(path, f"cannot be read ({type(exc).__name__}: {str(exc).strip()[:200]})",
+                         "the file is corrupt or truncated; export or copy it again") from exc
+
+
 def check_pair(pair: Pair, low: float = 0.1, high: float = 99.9, registration_tolerance: float | None = 5.0) -> dict:
     """Read one pair's pixels, check them, and return its manifest row."""
     inp, tgt = open_image(pair.input), open_image(pair.target)
@@ -180,7 +196,7 @@ def check_pair(pair: Pair, low: float = 0.1, high: float = 99.9, registration_to
     for role, img in (("input", inp), ("target", tgt)):
         data = img.data
         finite = da.isfinite(data).all() if data.dtype.kind == "f" else da.asarray(True)
-        lo, hi, ok, sample = dask.compute(data.min(), data.max(), finite, subsample(data))
+        lo, hi, ok, sample = _compute(img.path, data.min(), data.max(), finite, subsample(data))
         if not ok:
             n_bad = int((~da.isfinite(data)).sum().compute())
             raise InputError(img.path, f"contains {n_bad} NaN or infinite pixels",
@@ -194,7 +210,7 @@ def check_pair(pair: Pair, low: float = 0.1, high: float = 99.9, registration_to
         stats[role] = norm
     if registration_tolerance is not None:
         crop = _central_crop(inp.shape, REGISTRATION_CROP)
-        a, b = dask.compute(inp.data[crop], tgt.data[crop])
+        (a,), (b,) = _compute(inp.path, inp.data[crop]), _compute(tgt.path, tgt.data[crop])
         shift = _registration_shift(stats["input"].apply(a.astype(np.float32)), stats["target"].apply(b.astype(np.float32)))
         if np.linalg.norm(shift) > registration_tolerance:
             raise InputError(pair.target, f"is shifted by {tuple(round(float(s), 1) for s in shift)} px against its input "

@@ -76,7 +76,9 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
-    chunks = default_chunks(image.shape)
+    block = _per_axis(settings.get("block") or default_block(ndim), ndim)
+    # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
+    chunks = tuple(min(c, b) for c, b in zip(default_chunks(image.shape), block))
     keep = min(sampling.keep_samples, sampling.samples) if method.stochastic else 0
     plan = {
         "checkpoint": _file_digest(checkpoint), "model": identity["name"], "method": identity["method"],
@@ -84,7 +86,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "pixel_size": list(image.pixel_size), "normalization": asdict(normalization),
         "tile": list(_per_axis(settings.get("tile", 256), ndim)),
         "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
-        "block": list(_per_axis(settings.get("block") or default_block(ndim), ndim)),
+        "block": list(block),
         "chunks": list(chunks), "factor": 2 ** (len(identity["net"]["multipliers"]) - 1),
         "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(method.stochastic, keep),
     }

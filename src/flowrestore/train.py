@@ -168,7 +168,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
             loss = method.loss(model, x1, y, generator=_step_generator(cfg["seed"], state.step, device))
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"training of {name} diverged at step {state.step} (loss {float(loss)}); the last good state is kept in "
+                f"training of {name} diverged at step {state.step} (loss {loss.item()}); the last good state is kept in "
                 f"{resume}. Fix: lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -34,7 +34,49 @@ ACQUISITIONS = sorted(PAIR)
 wildcard_constraints:
     acquisition="[A-Za-z0-9][A-Za-z0-9._-]*",
     role="input|target",
+    model="[A-Za-z0-9][A-Za-z0-9_-]*",
+    shard="[0-9]+",
 
 
 def source_file(wildcards):
     return getattr(PAIR[wildcards.acquisition], wildcards.role)
+
+
+# ---------------------------------------------------------------- models and what they restore
+def _model_settings():
+    import jsonschema
+    import yaml
+
+    with open(workflow.source_path("../schemas/config.schema.yaml")) as fh:
+        train_schema = yaml.safe_load(fh)["properties"]["train"]
+    out = {}
+    for name, model in config["models"].items():
+        merged = config["train"] | model.get("train", {})
+        try:
+            jsonschema.validate(merged, train_schema)
+        except jsonschema.ValidationError as error:
+            raise WorkflowError(f"config models.{name}.train: {error.message}. Fix: use the keys and ranges of the train section") from None
+        out[name] = {"method": model["method"], "net": model["net"], "train": merged}
+    return out
+
+
+MODELS = _model_settings()
+SPLIT = {p.acquisition: p.split for p in PAIRS}
+EXTRA = config["predict"]["acquisitions"]
+for _name in EXTRA:
+    if _name in PAIR:
+        raise WorkflowError(f"config predict.acquisitions: {_name!r} is also a paired acquisition. Fix: give it another name")
+TO_PREDICT = sorted([a for a in ACQUISITIONS if SPLIT[a] in config["predict"]["splits"]] + list(EXTRA))
+
+
+def converted(role, split):
+    return [f"{RESULTS}/convert/{role}/{a}.ome.zarr" for a in ACQUISITIONS if SPLIT[a] == split]
+
+
+def predict_source(wildcards):
+    if wildcards.acquisition in EXTRA:
+        return EXTRA[wildcards.acquisition]
+    return f"{RESULTS}/convert/input/{wildcards.acquisition}.ome.zarr"
+
+
+SHARDS = list(range(config["predict"]["shards"]))

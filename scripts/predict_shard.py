@@ -1,0 +1,13 @@
+import logging
+
+import torch  # noqa: F401  (imported before rule_script so it sets the thread count)
+
+from flowrestore.atomic import write_text
+from flowrestore.cli import rule_script
+from flowrestore.predict import run_shard
+
+with rule_script(snakemake):
+    stats = run_shard(snakemake.input.checkpoint, snakemake.params.prediction, int(snakemake.wildcards.shard),
+                      snakemake.params.shards, snakemake.params.device)
+    logging.getLogger("flowrestore").info("shard done: %s", stats)
+    write_text(snakemake.output.done, str(stats))

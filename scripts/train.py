@@ -1,0 +1,15 @@
+import torch  # noqa: F401  (imported before rule_script so it sets the thread count)
+
+from pathlib import Path
+
+from flowrestore.cli import rule_script
+from flowrestore.pairing import read_rows
+from flowrestore.patches import acquisitions_from_manifest
+from flowrestore.train import train_model
+
+with rule_script(snakemake):
+    rows = read_rows(snakemake.input.manifest)
+    model = snakemake.params.model
+    split = lambda name: acquisitions_from_manifest(rows, snakemake.params.images, name)  # noqa: E731
+    train_model(snakemake.wildcards.model, model["method"], model["net"], model["train"], split("train"), split("val"),
+                Path(snakemake.output.checkpoint).parent)

@@ -1,0 +1,38 @@
+"""Small data and models made on the spot (no download): shared by the training and predict tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from flowrestore.io import write_ome_zarr
+from flowrestore.normalize import Normalization
+from flowrestore.patches import Acquisition
+from flowrestore.simulate import make_pair
+
+TINY_NET = {"channels": 8, "multipliers": [1, 2], "blocks": 1}
+
+
+def make_acquisitions(folder: Path, n: int = 3, shape=(96, 96), chunks=None, seed: int = 0) -> list[Acquisition]:
+    """Converted (OME-Zarr) simulated pairs with their percentile normalisation."""
+    out = []
+    for i in range(n):
+        wf, conf = make_pair(shape, seed * 1000 + i)
+        paths = []
+        for role, data in (("input", wf), ("target", conf)):
+            p = folder / role / f"a{i}.ome.zarr"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            write_ome_zarr(p, data, "YX" if len(shape) == 2 else "ZYX", (0.1,) * len(shape), chunks)
+            paths.append(str(p))
+        norms = [Normalization(*map(float, np.percentile(d, [0.1, 99.9]))) for d in (wf, conf)]
+        out.append(Acquisition(f"a{i}", paths[0], paths[1], norms[0], norms[1]))
+    return out
+
+
+def write_tiff(path: Path, data: np.ndarray, pixel_size=0.1) -> str:
+    axes = "YX" if data.ndim == 2 else "ZYX"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": axes, "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size})
+    return os.fspath(path)

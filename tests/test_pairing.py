@@ -1,0 +1,404 @@
+"""Pairing: names -> pairs and splits (plan_pairs), pixel checks (check_pair), the manifest."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from flowrestore import pairing
+from flowrestore.errors import InputError
+from flowrestore.pairing import (COLUMNS, Pair, assign_split, check_pair, pairs_from_folder, pairs_from_sheet,
+                                 plan_pairs, read_rows, write_manifest, write_rows)
+from flowrestore.simulate import make_pair, write_demo
+
+WF, CF = "{acquisition}_wf.tif", "{acquisition}_confocal.tif"
+SHAPE = (64, 64)
+
+
+def data_config(folder, **extra):
+    return {"folder": str(folder), "input_pattern": WF, "target_pattern": CF,
+            "split": {"val": 0.15, "test": 0.25, "seed": 0}, **extra}
+
+
+def run(data, out, tolerance=5.0, require_splits=()):
+    """What the workflow does: plan, one checked row file per pair, then the manifest."""
+    row_files = []
+    for pair in plan_pairs(data):
+        row = check_pair(pair, registration_tolerance=tolerance)
+        row_file = out / "pairs" / f"{pair.acquisition}.tsv"
+        write_rows([row], row_file)
+        row_files.append(str(row_file))
+    return write_manifest(row_files, out / "pairs.tsv", require_splits)
+
+
+def fails(call, *args, path, **kwargs):
+    """Expect an InputError naming `path` and saying how to fix it; return the problem."""
+    with pytest.raises(InputError) as info:
+        call(*args, **kwargs)
+    message = str(info.value)
+    assert os.fspath(path) in message, message
+    assert "Fix:" in message, message
+    return info.value.problem  # without the path: tmp_path names contain the test's words
+
+
+def written(folder):
+    return sorted(os.path.relpath(os.path.join(d, n), folder)
+                  for d, dirs, files in os.walk(folder) for n in files + dirs) if os.path.exists(folder) else []
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """A folder with two simulated pairs, and an empty output folder."""
+    folder = tmp_path / "data"
+    write_demo(folder, 2, SHAPE, seed=0)
+    out = tmp_path / "results"
+    out.mkdir()
+    return folder, out
+
+
+def write_tif(path, data):
+    tifffile.imwrite(path, data, photometric="minisblack")
+    return path
+
+
+def write_sheet(path, rows, header=("acquisition", "input", "target")):
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------------------- errors from names
+
+
+def test_missing_target_partner(demo):
+    folder, out = demo
+    os.remove(folder / "demo001_confocal.tif")
+    message = fails(run, data_config(folder), out, path=folder / "demo001_wf.tif")
+    assert "no target partner" in message and "demo001_confocal.tif" in message
+    assert written(out) == []
+
+
+def test_missing_input_partner(demo):
+    folder, out = demo
+    os.remove(folder / "demo000_wf.tif")
+    message = fails(run, data_config(folder), out, path=folder / "demo000_confocal.tif")
+    assert "no input partner" in message and "demo000_wf.tif" in message
+    assert written(out) == []
+
+
+def test_empty_folder(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    assert "no file matches" in fails(run, data_config(folder), tmp_path / "out", path=folder)
+    assert written(tmp_path / "out") == []
+
+
+def test_folder_does_not_exist(tmp_path):
+    folder = tmp_path / "typo"
+    assert "does not exist" in fails(run, data_config(folder), tmp_path / "out", path=folder)
+    assert written(tmp_path / "out") == []
+
+
+def test_pattern_without_acquisition(demo):
+    folder, out = demo
+    with pytest.raises(InputError, match="Fix:.*acquisition"):
+        run(data_config(folder, input_pattern="wf.tif"), out)
+    assert written(out) == []
+
+
+def test_star_pattern_matching_two_files_is_a_duplicate(demo):
+    folder, out = demo
+    write_tif(folder / "demo000_wf.tiff", make_pair(SHAPE, 0)[0])
+    message = fails(run, data_config(folder, input_pattern="{acquisition}_wf.tif*"), out,
+                    path=folder / "demo000_wf.tiff")
+    assert "demo000_wf.tif " in message and "two files" in message
+    assert written(out) == []
+
+
+def test_duplicate_acquisition_in_sheet(demo):
+    folder, out = demo
+    sheet = write_sheet(folder / "samples.tsv", [("a", "demo000_wf.tif", "demo000_confocal.tif"),
+                                                 ("a", "demo001_wf.tif", "demo001_confocal.tif")])
+    assert "'a' is listed twice" in fails(run, {"samples": str(sheet)}, out, path=sheet)
+    assert written(out) == []
+
+
+def test_same_file_in_two_pairs(demo):
+    folder, out = demo
+    sheet = write_sheet(folder / "samples.tsv", [("a", "demo000_wf.tif", "demo000_confocal.tif"),
+                                                 ("b", "demo001_wf.tif", "./demo000_confocal.tif")])
+    message = fails(run, {"samples": str(sheet)}, out, path=folder / "demo000_confocal.tif")
+    assert "two pairs" in message
+    assert written(out) == []
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_sheet_path_outside_folder(demo, tmp_path, where):
+    folder, out = demo
+    outside = write_tif(tmp_path / "outside_wf.tif", make_pair(SHAPE, 0)[0])
+    listed = "../outside_wf.tif" if where == "relative" else str(outside)
+    sheet = write_sheet(folder / "samples.tsv", [("a", listed, "demo000_confocal.tif")])
+    message = fails(run, {"samples": str(sheet)}, out, path=sheet)
+    assert listed in message and "outside the data folder" in message
+    assert written(out) == []
+
+
+def test_sheet_absolute_path_inside_folder_is_fine(demo):
+    folder, out = demo
+    sheet = write_sheet(folder / "samples.tsv", [("a", str(folder / "demo000_wf.tif"), "demo000_confocal.tif")])
+    [pair] = plan_pairs({"samples": str(sheet)})
+    assert pair.input == str(folder / "demo000_wf.tif") and pair.target == str(folder / "demo000_confocal.tif")
+
+
+def test_sheet_relative_to_configured_folder(demo, tmp_path):
+    folder, _ = demo
+    sheet = write_sheet(tmp_path / "samples.tsv", [("a", "demo000_wf.tif", "demo000_confocal.tif")])
+    [pair] = plan_pairs({"samples": str(sheet), "folder": str(folder)})
+    assert pair.input == str(folder / "demo000_wf.tif")
+
+
+@pytest.mark.parametrize("name", ["bad name", "x;rm", "-x", "ä"])
+def test_unsafe_acquisition_name_in_folder(demo, name):
+    folder, out = demo
+    os.rename(folder / "demo000_wf.tif", folder / f"{name}_wf.tif")
+    os.rename(folder / "demo000_confocal.tif", folder / f"{name}_confocal.tif")
+    assert "unsafe" in fails(run, data_config(folder), out, path=folder / f"{name}_wf.tif")
+    assert written(out) == []
+
+
+def test_unsafe_acquisition_name_in_sheet(demo):
+    folder, out = demo
+    sheet = write_sheet(folder / "samples.tsv", [("../evil", "demo000_wf.tif", "demo000_confocal.tif")])
+    assert "unsafe" in fails(run, {"samples": str(sheet)}, out, path=folder / "demo000_wf.tif")
+    assert written(out) == []
+
+
+@pytest.mark.parametrize("case", ["no-rows", "missing-column", "bad-split", "short-row", "empty-cell"])
+def test_malformed_sheet(demo, case):
+    folder, out = demo
+    sheet = folder / "samples.tsv"
+    if case == "no-rows":
+        write_sheet(sheet, [])
+    elif case == "missing-column":
+        write_sheet(sheet, [("a", "demo000_wf.tif")], header=("acquisition", "input"))
+    elif case == "bad-split":
+        write_sheet(sheet, [("a", "demo000_wf.tif", "demo000_confocal.tif", "training")],
+                    header=("acquisition", "input", "target", "split"))
+    elif case == "short-row":
+        sheet.write_text("acquisition\tinput\ttarget\na\tdemo000_wf.tif\n")
+    else:
+        write_sheet(sheet, [("a", "demo000_wf.tif", " ")])
+    fails(run, {"samples": str(sheet)}, out, path=sheet)
+    assert written(out) == []
+
+
+# ---------------------------------------------------------------------------- errors from pixels
+
+
+def one_pair(tmp_path, input_data, target_data):
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    write_tif(folder / "x_wf.tif", input_data)
+    write_tif(folder / "x_confocal.tif", target_data)
+    out = tmp_path / "results"
+    return data_config(folder), out, folder / "x_wf.tif", folder / "x_confocal.tif"
+
+
+def test_shape_mismatch(tmp_path):
+    wf, cf = make_pair(SHAPE, 1)
+    data, out, inp, tgt = one_pair(tmp_path, wf, cf[:, :60])
+    message = fails(run, data, out, path=tgt)
+    assert str(inp) in message and "(64, 60)" in message
+    assert written(out) == []
+
+
+@pytest.mark.parametrize("damage", ["random-bytes", "truncated", "corrupt-compressed-strip"])
+def test_unreadable_file(tmp_path, damage):
+    wf, cf = make_pair(SHAPE, 1)
+    data, out, inp, tgt = one_pair(tmp_path, wf, cf)
+    if damage == "random-bytes":
+        tgt.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif damage == "truncated":
+        with open(tgt, "r+b") as fh:
+            fh.truncate(tgt.stat().st_size // 2)
+    else:  # the file is whole, but its pixels do not decode: only found when they are read
+        tifffile.imwrite(tgt, cf, compression="zlib")
+        with tifffile.TiffFile(tgt) as tif:
+            offset, count = tif.pages.first.dataoffsets[0], tif.pages.first.databytecounts[0]
+        with open(tgt, "r+b") as fh:
+            fh.seek(offset + count // 3)
+            fh.write(b"\x00\xff" * 64)
+    fails(run, data, out, path=tgt)
+    assert written(out) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels(tmp_path, bad):
+    wf, cf = make_pair(SHAPE, 1)
+    wf = wf.astype(np.float32)
+    wf[10, 20] = bad
+    wf[30, 5] = bad
+    data, out, inp, _ = one_pair(tmp_path, wf, cf)
+    assert "2 NaN or infinite pixels" in fails(run, data, out, path=inp)
+    assert written(out) == []
+
+
+def test_constant_image(tmp_path):
+    wf, _ = make_pair(SHAPE, 1)
+    data, out, _, tgt = one_pair(tmp_path, wf, np.full(SHAPE, 100, np.uint16))
+    assert "is constant (every pixel is 100)" in fails(run, data, out, path=tgt)
+    assert written(out) == []
+
+
+def test_no_contrast_between_percentiles(tmp_path):
+    wf, _ = make_pair(SHAPE, 1)
+    almost_empty = np.zeros(SHAPE, np.uint16)
+    almost_empty[5, 5] = 1000  # one hot pixel: min != max, but the 0.1-99.9 range is empty
+    data, out, _, tgt = one_pair(tmp_path, wf, almost_empty)
+    assert "no contrast" in fails(run, data, out, path=tgt)
+    assert written(out) == []
+
+
+def test_registration_shift_above_tolerance(tmp_path):
+    wf, cf = make_pair((128, 128), 2)
+    data, out, _, tgt = one_pair(tmp_path, wf, np.roll(cf, 12, axis=1))
+    message = fails(run, data, out, tolerance=5.0, path=tgt)
+    assert "shifted by" in message and "12.0" in message
+    assert written(out) == []
+
+
+@pytest.mark.parametrize("shift,tolerance", [(0, 5.0), (1, 5.0), (12, None)])
+def test_registration_within_tolerance_or_skipped(tmp_path, shift, tolerance):
+    wf, cf = make_pair((128, 128), 2)
+    data, out, _, _ = one_pair(tmp_path, wf, np.roll(cf, shift, axis=0))
+    rows = run(data, out, tolerance=tolerance)
+    assert [r["pair_id"] for r in rows] == ["x"]
+    assert (out / "pairs.tsv").exists()
+
+
+def test_registration_shift_3d(tmp_path):
+    wf, cf = make_pair((12, 64, 64), 2)
+    data, out, _, tgt = one_pair(tmp_path, wf, np.roll(cf, 8, axis=2))
+    fails(run, data, out, tolerance=5.0, path=tgt)
+    assert written(out) == []
+
+
+# ---------------------------------------------------------------------------- manifest
+
+
+def rows_with_splits(tmp_path, splits):
+    files = []
+    for i, split in enumerate(splits):
+        row = dict.fromkeys(COLUMNS, "1")
+        row.update(pair_id=f"p{i}", split=split)
+        path = tmp_path / "pairs" / f"p{i}.tsv"
+        write_rows([row], path)
+        files.append(str(path))
+    return files
+
+
+@pytest.mark.parametrize("missing", ["train", "val", "test"])
+def test_manifest_empty_split(tmp_path, missing):
+    files = rows_with_splits(tmp_path, [s for s in ("train", "train", "val", "test") if s != missing])
+    manifest = tmp_path / "pairs.tsv"
+    assert f"the {missing} split is empty" in fails(write_manifest, files, manifest, path=manifest)
+    assert not manifest.exists()
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+def test_manifest_duplicate_pair(tmp_path):
+    files = rows_with_splits(tmp_path, ["train", "val", "test"])
+    manifest = tmp_path / "pairs.tsv"
+    assert "'p0'" in fails(write_manifest, files + files[:1], manifest, path=manifest)
+    assert not manifest.exists()
+
+
+def test_manifest_columns_order_and_raw_percentiles(tmp_path):
+    folder = tmp_path / "data"
+    write_demo(folder, 3, SHAPE, seed=4)
+    sheet = write_sheet(folder / "samples.tsv", [
+        (f"demo00{i}", f"demo00{i}_wf.tif", f"demo00{i}_confocal.tif", s) for i, s in enumerate(["test", "train", "val"])],
+        header=("acquisition", "input", "target", "split"))
+    out = tmp_path / "results"
+    run({"samples": str(sheet)}, out, require_splits=pairing.SPLITS)
+    manifest = out / "pairs.tsv"
+    with open(manifest, newline="") as fh:
+        assert next(csv.reader(fh, delimiter="\t")) == COLUMNS
+    rows = read_rows(manifest)
+    assert [(r["split"], r["pair_id"]) for r in rows] == [("train", "demo001"), ("val", "demo002"), ("test", "demo000")]
+    for row in rows:
+        assert (row["axes"], row["shape"], row["dtype"], row["pixel_size"]) == ("YX", "64x64", "uint16", "0.1,0.1")
+        for role in ("input", "target"):
+            raw = tifffile.imread(row[role]).astype(np.float64)
+            low, high = np.percentile(raw, [0.1, 99.9])
+            assert float(row[f"{role}_low"]) == pytest.approx(low)
+            assert float(row[f"{role}_high"]) == pytest.approx(high)
+        assert float(row["target_high"]) > 10  # photon counts, not normalised to [0, 1]
+    assert sorted(written(out)) == ["pairs", "pairs.tsv", "pairs/demo000.tsv", "pairs/demo001.tsv", "pairs/demo002.tsv"]
+
+
+def test_check_pair_3d_row(tmp_path):
+    write_demo(tmp_path, 1, (8, 48, 48), seed=5)
+    pair = Pair("demo000", str(tmp_path / "demo000_wf.tif"), str(tmp_path / "demo000_confocal.tif"), "val")
+    row = check_pair(pair)
+    assert (row["axes"], row["shape"], row["pixel_size"], row["split"]) == ("ZYX", "8x48x48", "0.3,0.1,0.1", "val")
+    assert row["input_low"] < row["input_high"] and row["target_low"] < row["target_high"]
+
+
+# ---------------------------------------------------------------------------- splits
+
+
+def test_split_deterministic_and_seeded():
+    names = [f"acq{i:04d}" for i in range(200)]
+    first = [assign_split(n, 0.15, 0.25, seed=0) for n in names]
+    assert first == [assign_split(n, 0.15, 0.25, seed=0) for n in names]
+    assert first != [assign_split(n, 0.15, 0.25, seed=1) for n in names]
+    assert set(first) == set(pairing.SPLITS)
+
+
+def test_split_stable_when_acquisitions_are_added(tmp_path):
+    data = {"folder": "", "split": {"val": 0.15, "test": 0.25, "seed": 3}}
+    raw = [(f"acq{i:04d}", f"/d/acq{i:04d}_wf.tif", f"/d/acq{i:04d}_cf.tif", None) for i in range(300)]
+    before = {p.acquisition: p.split for p in plan_pairs(data, raw[:200])}
+    after = {p.acquisition: p.split for p in plan_pairs(data, raw[150:] + raw[:150])}  # more, other order
+    assert all(after[a] == s for a, s in before.items())
+
+
+def test_split_stable_when_files_are_added(tmp_path):
+    folder = tmp_path / "data"
+    write_demo(folder, 6, (16, 16), seed=0)
+    before = {p.acquisition: p.split for p in plan_pairs(data_config(folder))}
+    write_demo(folder, 12, (16, 16), seed=0)
+    after = {p.acquisition: p.split for p in plan_pairs(data_config(folder))}
+    assert len(after) == 12 and all(after[a] == s for a, s in before.items())
+
+
+@pytest.mark.parametrize("val,test", [(0.15, 0.25), (0.1, 0.1), (0.0, 0.5)])
+def test_split_fractions(val, test):
+    counts = {s: 0 for s in pairing.SPLITS}
+    for i in range(1000):
+        counts[assign_split(f"sample_{i}", val, test)] += 1
+    assert counts["val"] / 1000 == pytest.approx(val, abs=0.05)
+    assert counts["test"] / 1000 == pytest.approx(test, abs=0.05)
+    assert counts["train"] / 1000 == pytest.approx(1 - val - test, abs=0.05)
+
+
+def test_explicit_split_column_honoured(demo):
+    folder, _ = demo
+    hashed = assign_split("a", 0.15, 0.25)
+    explicit = next(s for s in pairing.SPLITS if s != hashed)
+    sheet = write_sheet(folder / "samples.tsv", [("a", "demo000_wf.tif", "demo000_confocal.tif", explicit),
+                                                 ("b", "demo001_wf.tif", "demo001_confocal.tif", "")],
+                        header=("acquisition", "input", "target", "split"))
+    splits = {p.acquisition: p.split for p in plan_pairs({"samples": str(sheet), "split": {"val": 0.15, "test": 0.25}})}
+    assert splits == {"a": explicit, "b": assign_split("b", 0.15, 0.25)}
+
+
+def test_pairs_from_folder_and_sheet_agree(demo):
+    folder, _ = demo
+    from_folder = pairs_from_folder(folder, WF, CF)
+    sheet = write_sheet(folder / "samples.tsv", [(a, os.path.basename(i), os.path.basename(t)) for a, i, t, _ in from_folder])
+    assert pairs_from_sheet(sheet) == from_folder
+    assert [a for a, *_ in from_folder] == ["demo000", "demo001"]

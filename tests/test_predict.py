@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from flowrestore import engine, predict as predict_module
+from flowrestore.errors import InputError
+from flowrestore.io import open_image
+from flowrestore.predict import finalize, partial_path, predict, prepare, read_prediction, run_shard
+from flowrestore.train import train_model
+
+from fixtures import TINY_NET, make_acquisitions
+
+# Small tiles and blocks so that a 200x168 image spans several blocks and many overlapping tiles.
+SETTINGS = dict(samples=3, group=2, nfe=2, solver="heun", tile=48, overlap=12, batch=5, keep_samples=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data = make_acquisitions(root / "data", n=2, shape=(200, 168), chunks=(32, 32))
+    fast = dict(steps=2, batch_size=2, patch_size=32, val_every=2, checkpoint_every=2, val_batches=1)
+    models = {}
+    for method in ("guided_cfm", "regression"):
+        train_model(method, method, TINY_NET, fast, data[:1], data[1:], root / method)
+        models[method] = root / method / "checkpoint.pt"
+    return root, data, models
+
+
+def _run(setup, name, **overrides):
+    root, data, models = setup
+    out = root / f"{name}.ome.zarr"
+    predict(models[overrides.pop("method", "guided_cfm")], data[1].input_path, out, SETTINGS | overrides,
+            normalization=data[1].input_norm)
+    return out
+
+
+def test_prediction_channels_units_and_metadata(setup):
+    out = _run(setup, "basic", block=[64, 64])
+    pred = read_prediction(out)
+    assert list(pred) == ["mmse", "std", "sample_0"]
+    for value in pred.values():
+        assert value.shape == (200, 168) and np.isfinite(value).all()
+    assert (pred["std"] > 0).all()
+    raw = open_image(setup[1][1].input_path).data.compute()
+    # Raw intensity units: the same order of magnitude as the input, not [0, 1].
+    assert 0.1 < np.median(pred["mmse"]) / max(np.median(raw), 1) < 10
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    node = list(Reader(parse_url(str(out)))())[0]
+    assert node.metadata["channel_names"] == ["mmse", "std", "sample_0"]
+    scale = node.metadata["coordinateTransformations"][0][0]["scale"]
+    assert scale == [1.0, 0.1, 0.1]
+    assert not partial_path(out).exists()
+
+
+def test_result_does_not_depend_on_block_size(setup):
+    a = read_prediction(_run(setup, "blocks64", block=[64, 64]))
+    b = read_prediction(_run(setup, "blocks128", block=[128, 96]))
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-3 * np.abs(a[k]).max())
+
+
+def test_one_versus_three_shards(setup):
+    root, data, models = setup
+    one = read_prediction(_run(setup, "shards1", block=[64, 64]))
+    out = root / "shards3.ome.zarr"
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
+    for shard in (2, 0, 1):  # any order, as separate jobs would
+        run_shard(models["guided_cfm"], out, shard, 3)
+    finalize(out)
+    three = read_prediction(out)
+    for k in one:
+        np.testing.assert_array_equal(one[k], three[k])
+
+
+def test_killed_prediction_resumes_to_identical_bytes(setup, monkeypatch):
+    root, data, models = setup
+    reference = _run(setup, "uninterrupted", block=[64, 64])
+    out = root / "resumed.ome.zarr"
+    real = engine.Restorer.restore
+    calls = {"n": 0}
+
+    def die_on_third_block(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Restorer, "restore", die_on_third_block)
+    with pytest.raises(KeyboardInterrupt):
+        predict(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
+    assert not out.exists() and partial_path(out).exists()
+    monkeypatch.setattr(engine.Restorer, "restore", real)
+    stats = predict(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
+    assert stats["blocks"] == 12 - 2  # 4x3 blocks, two were already done
+    a = zarr.open_group(str(reference), mode="r")["0"][...]
+    b = zarr.open_group(str(out), mode="r")["0"][...]
+    assert a.tobytes() == b.tobytes()
+
+
+def test_changed_settings_do_not_reuse_a_stale_partial_store(setup):
+    root, data, models = setup
+    out = root / "stale.ome.zarr"
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS, data[1].input_norm)
+    run_shard(models["guided_cfm"], out, 0, 2)
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"seed": 4}, data[1].input_norm)
+    assert json.loads((partial_path(out) / predict_module.PLAN_FILE).read_text())["sampling"]["seed"] == 4
+    assert not any((partial_path(out) / predict_module.DONE_DIR).iterdir())
+
+
+def test_regression_runs_through_the_same_path(setup):
+    pred = read_prediction(_run(setup, "care", method="regression", block=[64, 64]))
+    assert list(pred) == ["mmse"]
+    assert np.isfinite(pred["mmse"]).all()
+
+
+def test_step_stitching_runs_and_differs_little_from_tile_stitching(setup):
+    tile = read_prediction(_run(setup, "tilemode", block=[256, 256]))
+    step = read_prediction(_run(setup, "stepmode", block=[256, 256], stitching="step"))
+    assert np.isfinite(step["mmse"]).all()
+    corr = np.corrcoef(tile["mmse"].ravel(), step["mmse"].ravel())[0, 1]
+    assert corr > 0.9
+
+
+def test_image_smaller_than_tile_is_padded(setup):
+    root, data, models = setup
+    pred = read_prediction(_run(setup, "bigtile", tile=256, block=[256, 256]))
+    assert pred["mmse"].shape == (200, 168) and np.isfinite(pred["mmse"]).all()
+
+
+def test_3d_volume(tmp_path):
+    data = make_acquisitions(tmp_path / "data", n=2, shape=(12, 40, 40), chunks=(8, 16, 16))
+    fast = dict(steps=2, batch_size=2, patch_size=[8, 16, 16], val_every=2, checkpoint_every=2, val_batches=1)
+    train_model("m3", "guided_cfm", TINY_NET, fast, data[:1], data[1:], tmp_path / "m3")
+    out = tmp_path / "p3.ome.zarr"
+    predict(tmp_path / "m3" / "checkpoint.pt", data[1].input_path, out,
+            SETTINGS | {"tile": [8, 24, 24], "overlap": [2, 4, 4], "block": [8, 16, 16]})
+    pred = read_prediction(out)
+    assert pred["mmse"].shape == (12, 40, 40) and np.isfinite(pred["std"]).all()
+
+
+def test_model_of_other_dimensionality_is_refused(setup, tmp_path):
+    root, data, models = setup
+    vol = make_acquisitions(tmp_path, n=1, shape=(8, 32, 32))
+    with pytest.raises(InputError, match="3D but model"):
+        prepare(models["guided_cfm"], vol[0].input_path, tmp_path / "x.ome.zarr", SETTINGS)

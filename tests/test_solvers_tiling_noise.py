@@ -1,0 +1,74 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowrestore import solvers
+from flowrestore.noise import gaussian
+from flowrestore.tiling import make_plan, tile_starts, window
+
+
+@pytest.mark.parametrize("nfe", [4, 8, 16])
+def test_heun_is_more_accurate_than_euler_at_equal_evaluations(nfe):
+    # dx/dt = -x + t, x(0) = 1 has x(1) = 2/e exactly.
+    field = lambda t, x: -x + t[:, None]  # noqa: E731
+    x0 = torch.ones(1, 1, dtype=torch.float64)
+    exact = 2 / math.e
+    err = {s: abs(float(solvers.integrate(s, field, x0, nfe)) - exact) for s in solvers.SOLVERS}
+    assert err["heun"] < err["euler"] / 2
+
+
+def test_euler_one_step_is_the_velocity():
+    x = solvers.integrate("euler", lambda t, x: torch.full_like(x, 3.0), torch.zeros(2, 1), 1)
+    assert torch.equal(x, torch.full((2, 1), 3.0))
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (64, 64, 8), (20, 32, 8), (257, 64, 16)])
+def test_tile_starts_cover_with_overlap(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    covered = np.zeros(max(length, tile), bool)
+    for s in starts:
+        covered[s:s + tile] = True
+    assert covered[:length].all()
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_block_cores_partition_the_volume_and_tiles_cover_them():
+    plan = make_plan((150, 97), (32, 32), (8, 8), (64, 40), (16, 20))
+    count = np.zeros(plan.shape, int)
+    for block in plan.blocks():
+        count[block.core] += 1
+        cover = np.zeros(plan.shape, bool)
+        for origin in block.tiles:
+            cover[tuple(slice(o, o + t) for o, t in zip(origin, plan.tile))] = True
+            assert all(o >= s.start and o + t <= s.stop for o, t, s in zip(origin, plan.tile, block.outer))
+        assert cover[block.core].all()
+    assert (count == 1).all()
+    assert all(b % c == 0 for b, c in zip(plan.block, (16, 20)))
+
+
+def test_window_is_positive_and_flat_inside():
+    w = window((32, 32), (8, 8))
+    assert (w > 0).all() and w[8:24, 8:24].eq(1).all()
+    assert w[0, 0] < w[4, 4] < w[8, 8]
+
+
+def test_noise_is_keyed_to_global_position():
+    full = gaussian(7, 2, (0, 0), (64, 64))
+    part = gaussian(7, 2, (10, 20), (30, 40))
+    assert torch.equal(full[10:40, 20:60], part)
+    assert not torch.equal(full, gaussian(7, 3, (0, 0), (64, 64)))
+    assert not torch.equal(full, gaussian(8, 2, (0, 0), (64, 64)))
+    neg = gaussian(7, 2, (-5, -5), (10, 10))
+    assert torch.equal(neg[5:, 5:], full[:5, :5])
+
+
+def test_noise_is_standard_normal_and_uncorrelated():
+    x = gaussian(0, 0, (0, 0, 0), (32, 128, 128)).numpy()
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+    assert abs((np.abs(x) > 1.96).mean() - 0.05) < 0.005
+    for axis in range(3):
+        a, b = np.moveaxis(x, axis, 0)[:-1].ravel(), np.moveaxis(x, axis, 0)[1:].ravel()
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.008  # ~6 standard errors
