@@ -40,7 +40,8 @@ def _run(setup, name, **overrides):
 def test_prediction_channels_units_and_metadata(setup):
     out = _run(setup, "basic", block=[64, 64])
     pred = read_prediction(out)
-    assert list(pred) == ["mmse", "std", "sample_0"]
+    assert list(pred) == ["mmse", "std", "sample_0", "mean_1", "mean_2"]
+    np.testing.assert_allclose(pred["mean_1"], pred["sample_0"], rtol=1e-6)
     for value in pred.values():
         assert value.shape == (200, 168) and np.isfinite(value).all()
     assert (pred["std"] > 0).all()
@@ -51,7 +52,7 @@ def test_prediction_channels_units_and_metadata(setup):
     from ome_zarr.reader import Reader
 
     node = list(Reader(parse_url(str(out)))())[0]
-    assert node.metadata["channel_names"] == ["mmse", "std", "sample_0"]
+    assert node.metadata["channel_names"] == list(pred)
     scale = node.metadata["coordinateTransformations"][0][0]["scale"]
     assert scale == [1.0, 0.1, 0.1]
     assert not partial_path(out).exists()

@@ -18,20 +18,8 @@ import torch
 
 from . import solvers
 from .noise import gaussian
+from .sampling import SamplingConfig
 from .tiling import Block, Plan, window
-
-
-@dataclass
-class SamplingConfig:
-    samples: int = 16
-    solver: str = "heun"
-    nfe: int = 8
-    batch: int = 8
-    group: int = 8  # samples held at once per block
-    keep_samples: int = 2
-    stitching: str = "tile"
-    seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA
 
 
 @dataclass
@@ -39,6 +27,7 @@ class BlockResult:
     mean: torch.Tensor  # core shape
     var: torch.Tensor | None  # unbiased sample variance; None for deterministic methods
     samples: list[torch.Tensor]  # the first keep_samples samples (core shape)
+    prefix_means: dict[int, torch.Tensor]  # n -> mean of the first n samples, n = 1, 2, 4, ... < K
 
 
 class Restorer:
@@ -49,6 +38,9 @@ class Restorer:
             self.cfg = SamplingConfig(**{**config.__dict__, "samples": 1, "solver": "euler", "nfe": 1,
                                          "keep_samples": 0, "stitching": "tile"})
         self.autocast = config.amp and device.type == "cuda"
+        # channels-last convolutions are ~30% faster on CPU (oneDNN) and suit tensor cores on GPU.
+        self.memory_format = torch.channels_last if net.config.dims == 2 else torch.channels_last_3d
+        self.net = net.to(memory_format=self.memory_format)
         self.evaluations = 0  # network evaluations of one tile, for benchmarks
 
     # -------------------------------------------------------------- network on a batch of tiles
@@ -72,8 +64,8 @@ class Restorer:
         items = [(k, r) for k in range(x.shape[0]) for r in regions]
         for i in range(0, len(items), self.cfg.batch):
             chunk = items[i:i + self.cfg.batch]
-            xb = torch.stack([x[k][(slice(None), *r)] for k, r in chunk])
-            yb = torch.stack([y[0][(slice(None), *r)] for _, r in chunk])
+            xb = torch.stack([x[k][(slice(None), *r)] for k, r in chunk]).contiguous(memory_format=self.memory_format)
+            yb = torch.stack([y[0][(slice(None), *r)] for _, r in chunk]).contiguous(memory_format=self.memory_format)
             out = fn(xb, yb)
             for (k, r), o in zip(chunk, out):
                 acc[k][(slice(None), *r)] += o * weight
@@ -90,9 +82,9 @@ class Restorer:
             y = torch.from_numpy(_pad(y.cpu().numpy(), size))
         y = y.to(self.device)[None, None]
         tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
-        weight = window(plan.tile, plan.overlap).to(self.device)
+        weight = torch.from_numpy(window(plan.tile, plan.overlap)).to(self.device)
         core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
-        count, mean, m2, kept = 0, None, None, []
+        count, mean, m2, kept, prefixes = 0, None, None, [], {}
         for first in range(0, cfg.samples, cfg.group):
             ks = range(first, min(cfg.samples, first + cfg.group))
             if self.method.stochastic:
@@ -107,6 +99,13 @@ class Restorer:
                 x1 = solvers.integrate(cfg.solver, field, x0, cfg.nfe)
             s = x1[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
+            if cfg.prefix_means and self.method.stochastic:
+                total = (mean * count) if mean is not None else torch.zeros_like(s[0])
+                for j in range(len(s)):
+                    total = total + s[j]
+                    n = count + j + 1
+                    if n & (n - 1) == 0 and n < cfg.samples:  # a power of two
+                        prefixes[n] = total / n
             # Chan's parallel update of the running mean and sum of squared deviations.
             n_b, mean_b = s.shape[0], s.mean(0)
             m2_b = ((s - mean_b) ** 2).sum(0)
@@ -119,7 +118,7 @@ class Restorer:
                 m2 = m2 + m2_b + delta**2 * (count * n_b / total)
                 count = total
         var = m2 / (count - 1) if self.method.stochastic and count > 1 else None
-        return BlockResult(mean, var, kept)
+        return BlockResult(mean, var, kept, prefixes)
 
 
 def _pad(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:

@@ -20,18 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 import zarr
 from tqdm import tqdm
 
 from .atomic import publish, remove, write_text
-from .checkpoint import load_model
-from .engine import Restorer, SamplingConfig
 from .errors import InputError
 from .io import create_ome_zarr, default_chunks, open_image
 from .normalize import Normalization, percentiles, subsample
+from .sampling import SamplingConfig
 from .tiling import make_plan
-from .train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +57,14 @@ def _file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def channel_names(stochastic: bool, keep: int) -> list[str]:
-    return ["mmse", "std"] + [f"sample_{i}" for i in range(keep)] if stochastic else ["mmse"]
+def channel_names(stochastic: bool, sampling: SamplingConfig) -> list[str]:
+    """mmse, std, the kept samples, and mean_N: the mean of the first N = 1, 2, 4, ... samples."""
+    if not stochastic:
+        return ["mmse"]
+    names = ["mmse", "std"] + [f"sample_{i}" for i in range(min(sampling.keep_samples, sampling.samples))]
+    if sampling.prefix_means:
+        names += [f"mean_{n}" for n in (2**j for j in range(sampling.samples.bit_length())) if n < sampling.samples]
+    return names
 
 
 def prepare(checkpoint, image_path, output, settings: dict, normalization: Normalization | None = None,
@@ -70,7 +73,8 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     image = open_image(image_path)
     if normalization is None:
         normalization = percentiles(subsample(image.data).compute(), low, high)
-    method, _, identity = load_model(checkpoint)
+    identity = describe_model(checkpoint)
+    stochastic = identity["stochastic"]
     sampling = _sampling(settings)
     ndim = image.data.ndim
     if identity["net"]["dims"] != ndim:
@@ -79,7 +83,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     block = _per_axis(settings.get("block") or default_block(ndim), ndim)
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(image.shape), block))
-    keep = min(sampling.keep_samples, sampling.samples) if method.stochastic else 0
+    keep = min(sampling.keep_samples, sampling.samples) if stochastic else 0
     plan = {
         "checkpoint": _file_digest(checkpoint), "model": identity["name"], "method": identity["method"],
         "input": os.path.abspath(image_path), "shape": list(image.shape), "axes": image.axes,
@@ -88,7 +92,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
         "block": list(block),
         "chunks": list(chunks), "factor": 2 ** (len(identity["net"]["multipliers"]) - 1),
-        "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(method.stochastic, keep),
+        "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(stochastic, sampling),
     }
     work = partial_path(output)
     plan_file = work / PLAN_FILE
@@ -101,6 +105,16 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     (work / DONE_DIR).mkdir()
     write_text(plan_file, json.dumps(plan, indent=1))  # last: its presence means the store is complete
     return plan
+
+
+def describe_model(checkpoint) -> dict:
+    """The model's identity from the `model.json` that training writes beside its checkpoint."""
+    sidecar = Path(checkpoint).with_name("model.json")
+    if sidecar.exists():
+        return json.loads(sidecar.read_text())
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)["identity"]
 
 
 def _sampling(settings: dict) -> SamplingConfig:
@@ -121,6 +135,12 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     if not plan_file.exists():
         raise InputError(work, "has no prediction plan", "run the prepare step (rule predict_prepare) first")
     plan = json.loads(plan_file.read_text())
+    import torch
+
+    from .checkpoint import load_model
+    from .engine import Restorer
+    from .train import resolve_device
+
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
     restorer = Restorer(method, net, SamplingConfig(**plan["sampling"]), dev)
@@ -143,6 +163,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
             outputs["std"] = result.var.sqrt() * norm.scale
         for i, s in enumerate(result.samples):
             outputs[f"sample_{i}"] = norm.invert(s)
+        for n, m in result.prefix_means.items():
+            outputs[f"mean_{n}"] = norm.invert(m)
         for name, value in outputs.items():
             store[(channels.index(name), *block.core)] = value.cpu().numpy()
         (work / DONE_DIR / str(block.index)).touch()

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -62,7 +61,7 @@ def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int,
     return Plan(tuple(shape), tile, overlap, block, starts)
 
 
-def window(tile: tuple[int, ...], overlap: tuple[int, ...]) -> torch.Tensor:
+def window(tile: tuple[int, ...], overlap: tuple[int, ...]) -> np.ndarray:
     """Separable blending weight: 1 inside, a raised-cosine ramp over the overlap, never zero."""
     w = None
     for n, o in zip(tile, overlap):
@@ -72,4 +71,4 @@ def window(tile: tuple[int, ...], overlap: tuple[int, ...]) -> torch.Tensor:
             ramp[:o] = r
             ramp[n - o:] = np.minimum(ramp[n - o:], r[::-1])
         w = ramp if w is None else np.multiply.outer(w, ramp)
-    return torch.from_numpy(np.ascontiguousarray(w))
+    return np.ascontiguousarray(w)

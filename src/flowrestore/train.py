@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_output
+from .atomic import atomic_output, write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import InputError
 from .methods import get_method
@@ -122,7 +122,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg["warmup"], cfg["steps"]))
     fingerprint = data_fingerprint(train_acquisitions)
-    identity = {"name": name, "method": method_name, "net": netcfg.to_dict(),
+    identity = {"name": name, "method": method_name, "stochastic": method.stochastic, "net": netcfg.to_dict(),
                 "train": {k: v for k, v in cfg.items() if k not in ("workers", "device", "compile", "val_every",
                                                                     "checkpoint_every", "val_batches")},
                 "data": fingerprint}
@@ -192,6 +192,8 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
             save(resume)
     bar.close()
     save(out / "checkpoint.pt", final=True)
+    # What the model is, readable without torch (prediction planning reads it on the head node).
+    write_text(out / "model.json", json.dumps(identity | {"step": state.step}, indent=1))
     write_metrics(state.metrics, out / "metrics.tsv")
     from .plots import loss_curve
 
