@@ -158,26 +158,21 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
             **({} if final else {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}),
         })
 
+    step_fn = make_step(method, model, net, optimizer, scheduler, cfg["grad_clip"], amp)
     running, t_last = [], time.perf_counter()
     bar = tqdm(total=cfg["steps"], initial=state.step, desc=name, disable=not (progress if progress is not None
                                                                                else os.isatty(2)))
     net.train()
     for y, x1 in loader:
         y, x1 = y.to(device, non_blocking=True), x1.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = method.loss(model, x1, y, generator=_step_generator(cfg["seed"], state.step, device))
-        if not torch.isfinite(loss):
+        loss = step_fn(y, x1, _step_generator(cfg["seed"], state.step, device))
+        if loss is None:
             raise TrainingDiverged(
-                f"training of {name} diverged at step {state.step} (loss {loss.item()}); the last good state is kept in "
-                f"{resume}. Fix: lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-        optimizer.step()
-        scheduler.step()
+                f"training of {name} diverged at step {state.step} (loss is not finite); the last good state is kept "
+                f"in {resume}. Fix: lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
         state.step += 1
         _update_ema(ema, net, cfg["ema"], state.step)
-        running.append(loss.item())
+        running.append(loss)
         bar.update(1)
         last = state.step == cfg["steps"]
         if state.step % cfg["val_every"] == 0 or last:
@@ -199,6 +194,26 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
 
     loss_curve(state.metrics, out / "loss.png", title=f"{name} ({method_name})")
     return out / "checkpoint.pt"
+
+
+def make_step(method, model, net, optimizer, scheduler, grad_clip: float, amp: bool):
+    """One optimisation step on a batch; returns the loss, or None (and changes nothing) if it is not finite."""
+    device_type = next(net.parameters()).device.type
+
+    def step(y: torch.Tensor, x1: torch.Tensor, generator: torch.Generator | None) -> float | None:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+            loss = method.loss(model, x1, y, generator=generator)
+        value = loss.item()
+        if not math.isfinite(value):
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        return value
+
+    return step
 
 
 def open_shape(acq: Acquisition) -> tuple[int, ...]:
