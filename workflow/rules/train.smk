@@ -10,7 +10,7 @@ rule train:
                      labels={"model": "{model}"}),
     params:
         model=lambda w: MODELS[w.model],
-        images=f"{RESULTS}/convert",
+        images=lambda w, input: os.path.dirname(os.path.dirname(input.images[0])),
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
     message:

@@ -1,0 +1,196 @@
+"""What the tiled, block-wise predict engine costs beyond the network, in time and in memory.
+
+Prints, measured in one run:
+  (1) predict wall time / time of the same number of network evaluations on pre-cut
+      in-memory batches (engine overhead: reading, noise, blending, Welford, writing) -- target <= 1.15;
+  (2) peak RSS predicting a volume 8x larger / the smaller one (memory set by the block size,
+      not by the volume) -- target <= 1.10;
+  (3) MMSE PSNR of Heun at <= 8 NFE minus Euler at 20 NFE on the demo's test acquisitions
+      (needs the demo's trained model: run `snakemake --cores 2` first) -- target >= -0.1 dB;
+and on a GPU the throughput in Mpix/s per NFE.
+
+    python bench/predict.py [--only 1 2 3] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+def overhead(device: str, size: int, samples: int, nfe: int, tile: int, batch: int) -> None:
+    import torch
+
+    from flowrestore.checkpoint import load_model
+    from flowrestore.predict import predict
+    from flowrestore.train import resolve_device, train_model
+
+    from common import simulated_acquisitions, threads
+
+    torch.set_num_threads(threads())
+    tmp = Path(tempfile.mkdtemp(prefix="flowrestore-bench-"))
+    data = simulated_acquisitions(2, (size, size), tmp / "data")
+    train_model("bench", "guided_cfm", {"channels": 16, "multipliers": [1, 2, 4]},
+                dict(steps=1, batch_size=2, patch_size=64, val_batches=1, device=device), data[:1], data[1:], tmp / "m")
+    ckpt = tmp / "m" / "checkpoint.pt"
+    settings = dict(samples=samples, nfe=nfe, solver="heun", tile=tile, overlap=32, batch=batch, group=samples,
+                    block=[1024, 1024], keep_samples=0)
+    dev = resolve_device(device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    predict(ckpt, data[1].input_path, tmp / "warm.ome.zarr", settings | {"samples": 1, "nfe": 2}, device=device)
+    method, net, _ = load_model(ckpt, dev)
+    fmt = torch.channels_last
+    net = net.to(memory_format=fmt)
+    x = torch.randn(batch, 1, tile, tile, device=dev).contiguous(memory_format=fmt)
+    y = torch.randn(batch, 1, tile, tile, device=dev).contiguous(memory_format=fmt)
+    t = torch.rand(batch, device=dev)
+    amp = dev.type == "cuda"
+
+    def network(n_evaluations: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            for _ in range(n_evaluations // batch):
+                method.velocity(net, t, x, y)
+        sync()
+        return time.perf_counter() - t0
+
+    ratios, evals = [], 0
+    for i in range(2):  # alternate, so drifting load on a shared machine hits both alike
+        t0 = time.perf_counter()
+        stats = predict(ckpt, data[1].input_path, tmp / f"p{i}.ome.zarr", settings, device=device)
+        sync()
+        wall = time.perf_counter() - t0
+        evals = stats["evaluations"]
+        ratios.append((wall, network(evals)))
+    wall, net_time = min(r[0] for r in ratios), min(r[1] for r in ratios)
+    mpix = evals * tile * tile / 1e6
+    print(f"(1) {size}x{size} image, K={samples}, Heun {nfe} NFE, tiles {tile}^2 batch {batch}, {evals} tile evaluations")
+    print(f"    predict {wall:.2f} s, the same evaluations on in-memory batches {net_time:.2f} s")
+    print(f"    ratio {wall / net_time:.3f} (target <= 1.15); {mpix / net_time:.2f} Mpix/s per NFE on {dev}"
+          + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else f" ({threads()} threads)"))
+
+
+def _rss_child(shape: str, workdir: str) -> None:
+    """Run in a subprocess: predict one volume with a tiny network, print peak RSS."""
+    import torch
+
+    from common import peak_rss_mb
+    from flowrestore.predict import predict
+
+    torch.set_num_threads(1)
+    shape_t = tuple(int(s) for s in shape.split("x"))
+    base = peak_rss_mb()
+    predict(Path(workdir) / "m" / "checkpoint.pt", Path(workdir) / f"vol-{shape}.ome.zarr",
+            Path(workdir) / f"pred-{shape}.ome.zarr",
+            dict(samples=2, group=2, nfe=1, solver="euler", tile=[16, 64, 64], overlap=[4, 8, 8], block=[16, 128, 128],
+                 batch=8, keep_samples=0, prefix_means=False), device="cpu")
+    print(json.dumps({"shape": shape_t, "base_mb": base, "peak_mb": peak_rss_mb()}))
+
+
+def memory(small: tuple[int, int, int]) -> None:
+    import dask.array as da
+
+    from flowrestore.io import write_ome_zarr
+    from flowrestore.train import train_model
+
+    from common import simulated_acquisitions
+
+    tmp = Path(tempfile.mkdtemp(prefix="flowrestore-bench-"))
+    data = simulated_acquisitions(2, (16, 64, 64), tmp / "data")
+    train_model("tiny", "guided_cfm", {"channels": 4, "multipliers": [1, 2]},
+                dict(steps=1, batch_size=1, patch_size=[8, 32, 32], val_batches=1, device="cpu"), data[:1], data[1:],
+                tmp / "m")
+    results = {}
+    for factor in (1, 2):
+        shape = (small[0] * factor, small[1] * factor, small[2] * factor)  # factor 2 per axis: 8x the voxels
+        key = "x".join(map(str, shape))
+        # A lazily generated volume, written chunk by chunk: it is never in memory whole here either.
+        vol = da.random.default_rng(0).poisson(50.0, size=shape, chunks=(16, 128, 128)).astype(np.uint16)
+        write_ome_zarr(tmp / f"vol-{key}.ome.zarr", vol, "ZYX", (0.3, 0.1, 0.1), chunks=(16, 128, 128))
+        out = subprocess.run([sys.executable, __file__, "--rss-child", key, str(tmp)], check=True,
+                             capture_output=True, text=True, cwd=HERE)
+        results[factor] = json.loads(out.stdout.strip().splitlines()[-1])
+    a, b = results[1], results[2]
+    print(f"(2) peak RSS {a['peak_mb']:.0f} MiB for {a['shape']}, {b['peak_mb']:.0f} MiB for {b['shape']} (8x the voxels)")
+    print(f"    ratio {b['peak_mb'] / a['peak_mb']:.3f} (target <= 1.10)")
+
+
+def solvers(results: Path, model: str, device: str, samples: int) -> None:
+    import torch
+
+    from flowrestore.metrics import psnr
+    from flowrestore.pairing import read_rows
+    from flowrestore.predict import predict, read_prediction
+    from flowrestore.io import open_image
+
+    from common import threads
+
+    torch.set_num_threads(threads())
+    ckpt = results / "models" / model / "checkpoint.pt"
+    if not ckpt.exists():
+        print(f"(3) skipped: {ckpt} is missing; run the demo first (snakemake --cores 2)")
+        return
+    rows = [r for r in read_rows(results / "pairs.tsv") if r["split"] == "test"]
+    tmp = Path(tempfile.mkdtemp(prefix="flowrestore-bench-"))
+    scores: dict[str, list[float]] = {}
+    for name, solver, nfe in (("heun-8", "heun", 8), ("heun-6", "heun", 6), ("euler-20", "euler", 20)):
+        for r in rows:
+            out = tmp / f"{name}-{r['pair_id']}.ome.zarr"
+            predict(ckpt, results / "convert" / "input" / f"{r['pair_id']}.ome.zarr", out,
+                    dict(samples=samples, nfe=nfe, solver=solver, keep_samples=0, prefix_means=False), device=device)
+            mmse = read_prediction(out)["mmse"]
+            lo, hi = float(r["input_low"]), float(r["input_high"])
+            t_lo, t_hi = float(r["target_low"]), float(r["target_high"])
+            target = open_image(results / "convert" / "target" / f"{r['pair_id']}.ome.zarr").data.compute()
+            scores.setdefault(name, []).append(psnr(t_lo + (mmse - lo) / (hi - lo) * (t_hi - t_lo), target))
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    print(f"(3) MMSE PSNR over {len(rows)} test acquisitions, K={samples}: "
+          + ", ".join(f"{k} {v:.2f} dB" for k, v in mean.items()))
+    print(f"    Heun 8 NFE - Euler 20 NFE = {mean['heun-8'] - mean['euler-20']:+.2f} dB; "
+          f"Heun 6 NFE - Euler 20 NFE = {mean['heun-6'] - mean['euler-20']:+.2f} dB (target >= -0.1 dB)")
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--rss-child":
+        _rss_child(sys.argv[2], sys.argv[3])
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=1024, help="(1) image edge")
+    p.add_argument("--samples", type=int, default=8, help="(1), (3) posterior samples")
+    p.add_argument("--nfe", type=int, default=4, help="(1) network evaluations per sample")
+    p.add_argument("--tile", type=int, default=256, help="(1) tile edge")
+    p.add_argument("--batch", type=int, default=8, help="(1) tiles per network call")
+    p.add_argument("--volume", type=int, nargs=3, default=[32, 256, 256], help="(2) the smaller volume")
+    p.add_argument("--results", type=Path, default=ROOT / "results", help="(3) the demo's results folder")
+    p.add_argument("--model", default="hazematching", help="(3) the demo's guided-CFM model")
+    args = p.parse_args()
+    os.chdir(HERE)
+    if 1 in args.only:
+        overhead(args.device, args.size, args.samples, args.nfe, args.tile, args.batch)
+    if 2 in args.only:
+        memory(tuple(args.volume))
+    if 3 in args.only:
+        solvers(args.results, args.model, args.device, args.samples)
+
+
+if __name__ == "__main__":
+    main()
