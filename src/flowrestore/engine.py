@@ -50,7 +50,8 @@ class Restorer:
             return self.method.velocity(self.net, t, x, y).float()
 
     def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return solvers.integrate(self.cfg.solver, lambda t, x: self._velocity(t, x, y), x0, self.cfg.nfe)
+        return solvers.integrate(self.cfg.solver, lambda t, x: self._velocity(t, x, y), x0, self.cfg.nfe,
+                                 self.cfg.schedule)
 
     # -------------------------------------------------------------- tiles of a block
     def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, tiles: list[tuple[int, ...]], tile: tuple[int, ...],
@@ -96,7 +97,7 @@ class Restorer:
             else:
                 field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
                                                  x, y, tiles, plan.tile, weight)
-                x1 = solvers.integrate(cfg.solver, field, x0, cfg.nfe)
+                x1 = solvers.integrate(cfg.solver, field, x0, cfg.nfe, cfg.schedule)
             s = x1[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
             if cfg.prefix_means and self.method.stochastic:
