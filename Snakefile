@@ -12,6 +12,8 @@ include: "workflow/rules/pair.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -20,3 +22,4 @@ rule all:
         rules.pair.output.manifest,
         expand(rules.convert.output.image, role=["input", "target"], acquisition=ACQUISITIONS),
         expand(rules.predict.output.prediction, model=MODELS, acquisition=TO_PREDICT),
+        rules.report.output.html,

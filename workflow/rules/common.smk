@@ -80,3 +80,19 @@ def predict_source(wildcards):
 
 
 SHARDS = list(range(config["predict"]["shards"]))
+
+
+# ---------------------------------------------------------------- evaluation
+TEST = [a for a in ACQUISITIONS if SPLIT[a] == "test"]
+VAL = [a for a in ACQUISITIONS if SPLIT[a] == "val"]
+GUIDED = [m for m, settings in MODELS.items() if settings["method"] == "guided_cfm"]
+EXAMPLES = TEST[: config["evaluate"]["examples"]]
+
+
+def predictions(acquisitions, models=MODELS):
+    return expand(rules.predict.output.prediction, model=models, acquisition=acquisitions)
+
+
+def folder_of(manifest, name):
+    """A results sub-folder, derived from an input path so the rules hold no hard-coded prefix."""
+    return os.path.join(os.path.dirname(manifest), name)

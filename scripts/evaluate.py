@@ -1,0 +1,9 @@
+from flowrestore.cli import rule_script
+from flowrestore.evaluate import baselines, read_tsv, run
+from flowrestore.plots import perception_distortion
+
+with rule_script(snakemake):
+    out = snakemake.output
+    run(snakemake.input.manifest, snakemake.params.convert, snakemake.params.predict, snakemake.params.models,
+        out.metrics, out.summary, out.perception, out.comparisons)
+    perception_distortion(read_tsv(out.perception), baselines(read_tsv(out.summary)), out.perception_plot)

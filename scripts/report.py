@@ -1,0 +1,9 @@
+from flowrestore.cli import rule_script
+from flowrestore.report import build_report, example_figures, training_figures
+
+with rule_script(snakemake):
+    inp, params = snakemake.input, snakemake.params
+    build_report(snakemake.output.html, params.config, inp.manifest, inp.metrics, inp.summary, inp.comparisons,
+                 perception_png=inp.perception, calibration=list(zip(inp.calibration, inp.calibration_plots)),
+                 examples=example_figures(inp.examples), training=training_figures(dict(zip(params.models, inp.curves))),
+                 title=params.title, results=params.results)

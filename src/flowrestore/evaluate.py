@@ -1,0 +1,397 @@
+"""Score the restorations of the test split against their targets.
+
+Every estimate is compared with its target in the same way (flowrestore.metrics.compute_all):
+the widefield input itself (the baseline every restoration must beat), each regression model's
+prediction, and for each guided-CFM model its MMSE estimate (mean of all K posterior samples)
+and one posterior sample.
+
+Units. Predictions are stored in the INPUT's raw intensity units; the network works in
+normalised units, value_norm = (value - input_low) / (input_high - input_low), which it learnt
+to match target_norm = (target - target_low) / (target_high - target_low). Every estimate is
+therefore first brought to normalised units with its own percentiles and then mapped into the
+target's raw units (target_low + norm * (target_high - target_low)), so that compute_all, which
+normalises with the target's percentiles, compares like with like.
+
+A metric that cannot be computed is reported as missing with its reason (the `missing` column),
+never as NaN; a problem with the files (no test pairs, a prediction of the wrong shape) stops
+with an InputError that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from . import metrics as M
+from .atomic import atomic_output
+from .errors import InputError
+from .io import open_image
+from .pairing import read_rows
+
+log = logging.getLogger(__name__)
+
+# compute_all's names -> table columns (FRC resolutions carry their unit, micrometres).
+METRICS = {"psnr": "psnr", "psnr_affine": "psnr_affine", "ssim": "ssim", "ms_ssim": "ms_ssim",
+           "frc_1/7": "frc_1/7_um", "frc_0.5": "frc_0.5_um"}
+COLUMNS = list(METRICS.values())
+# For each column: is a larger value better? (FRC resolution: smaller is finer, hence better.)
+HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "ms_ssim": True,
+                    "frc_1/7_um": False, "frc_0.5_um": False}
+INPUT = "input"  # the `model` and `estimate` of the widefield input rows
+ROW_KEYS = ["acquisition", "model", "method", "estimate", "label"]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class TestPair:
+    """One paired acquisition of the manifest, with the paths of its converted images."""
+
+    acquisition: str
+    input_path: str
+    target_path: str
+    input_norm: tuple[float, float]
+    target_norm: tuple[float, float]
+    pixel_size: tuple[float, ...]
+
+
+def pairs_of_split(manifest, convert_dir, split: str = "test", required: bool = True) -> list[TestPair]:
+    """The manifest's pairs of one split; an InputError when there is none (unless not `required`)."""
+    rows = read_rows(manifest)
+    chosen = [r for r in rows if r["split"] == split]
+    if not chosen and required:
+        counts = ", ".join(f"{s}: {sum(r['split'] == s for r in rows)}" for s in ("train", "val", "test"))
+        raise InputError(manifest, f"has no {split} pairs ({counts})",
+                         f"hold out acquisitions for {split} (raise data.split.{split}, or give split={split} "
+                         "rows in the data.samples sheet) and rerun")
+    out = []
+    for r in chosen:
+        acq = r["pair_id"]
+        out.append(TestPair(
+            acq, os.path.join(convert_dir, "input", f"{acq}.ome.zarr"), os.path.join(convert_dir, "target", f"{acq}.ome.zarr"),
+            (float(r["input_low"]), float(r["input_high"])), (float(r["target_low"]), float(r["target_high"])),
+            tuple(float(p) for p in r["pixel_size"].split(",")),
+        ))
+    return out
+
+
+def prediction_info(path) -> dict:
+    """The `flowrestore` attributes that predict.finalize writes into a prediction."""
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        info = dict(group.attrs["flowrestore"])
+        info["shape"] = tuple(group["0"].shape[1:])
+    except Exception as exc:  # missing folder, not a prediction, damaged metadata
+        raise InputError(path, f"is not a readable flowrestore prediction ({type(exc).__name__}: {exc})",
+                         "delete it and rerun the predict rule for it") from exc
+    return info
+
+
+def read_channels(path, names: list[str]) -> dict[str, np.ndarray]:
+    """Only the named channels of a prediction (absent names are left out), float32."""
+    group = zarr.open_group(str(path), mode="r")
+    channels = group.attrs["flowrestore"]["channels"]
+    array = group["0"]
+    return {n: np.asarray(array[channels.index(n)], dtype=np.float32) for n in names if n in channels}
+
+
+def load_image(path) -> np.ndarray:
+    return np.asarray(open_image(path).data.compute(), dtype=np.float32)
+
+
+def check_shape(prediction_path, prediction_shape, target_path, target_shape) -> None:
+    if tuple(prediction_shape) != tuple(target_shape):
+        raise InputError(prediction_path, f"has shape {tuple(prediction_shape)} but its target {target_path} has shape "
+                         f"{tuple(target_shape)}", "delete the prediction and rerun the predict rule, so that it restores "
+                         "the current input of this acquisition")
+
+
+def normalised(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return (x - np.float32(low)) / np.float32(high - low)
+
+
+def to_target_units(x_norm: np.ndarray, target_norm: tuple[float, float]) -> np.ndarray:
+    low, high = target_norm
+    return np.float32(low) + x_norm * np.float32(high - low)
+
+
+def lateral_pixel_size(pixel_size: tuple[float, ...]) -> float:
+    """The in-plane (Y, X) pixel size FRC is measured with (their mean if they differ)."""
+    y, x = pixel_size[-2:]
+    if not math.isclose(y, x, rel_tol=0.01):
+        log.warning("pixel size differs in Y (%g) and X (%g); FRC uses their mean", y, x)
+    return float((y + x) / 2)
+
+
+def prediction_norm(info: dict, pair: TestPair) -> tuple[float, float]:
+    """The normalisation the network's output was mapped back with (the input's percentiles)."""
+    norm = info.get("normalization")
+    if norm:
+        return float(norm["low"]), float(norm["high"])
+    return pair.input_norm
+
+
+# ----------------------------------------------------------------------------- one row
+
+
+def score(estimate: np.ndarray | None, target: np.ndarray, pixel_size: float, why_absent: str = "") -> dict:
+    """Metric columns plus `missing` ({column: reason}); `estimate=None` -> all missing with `why_absent`."""
+    if estimate is None:
+        return {c: None for c in COLUMNS} | {"missing": {c: why_absent for c in COLUMNS}}
+    result = M.compute_all(estimate, target, pixel_size=pixel_size)
+    out = {METRICS[k]: result[k] for k in METRICS}
+    out["missing"] = {METRICS[k]: v for k, v in result["missing"].items()}
+    return out
+
+
+def format_missing(missing: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in missing.items())
+
+
+def estimate_label(model: str, method: str, estimate: str) -> str:
+    if model == INPUT:
+        return "input (widefield)"
+    if method == "regression":
+        return f"{model} (regression)"
+    return f"{model} {'MMSE' if estimate == 'mmse' else 'posterior sample' if estimate == 'sample_0' else estimate}"
+
+
+# ----------------------------------------------------------------------------- whole split
+
+
+def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test") -> pd.DataFrame:
+    """One row per acquisition x estimate; `models` is {name: method}.
+
+    Columns: acquisition, model, method, estimate, label, pixel_size_um, the metric columns
+    (empty when missing) and `missing` ("column: reason; ...").
+    """
+    rows = []
+    for pair in pairs_of_split(manifest, convert_dir, split):
+        target = load_image(pair.target_path)
+        pixel = lateral_pixel_size(pair.pixel_size)
+        widefield = load_image(pair.input_path)
+        check_shape(pair.input_path, widefield.shape, pair.target_path, target.shape)
+        estimates = [(INPUT, INPUT, INPUT, to_target_units(normalised(widefield, *pair.input_norm), pair.target_norm), "")]
+        del widefield
+        for model, method in models.items():
+            path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
+            info = prediction_info(path)
+            check_shape(path, info["shape"], pair.target_path, target.shape)
+            wanted = ["mmse"] if method == "regression" else ["mmse", "sample_0"]
+            channels = read_channels(path, wanted)
+            norm = prediction_norm(info, pair)
+            for name in wanted:
+                value = channels.get(name)
+                why = "" if value is not None else (
+                    f"the prediction stores no channel {name} (channels: {', '.join(info.get('channels', []))}; "
+                    "set predict.keep_samples >= 1 to keep a posterior sample)")
+                if value is not None:
+                    value = to_target_units(normalised(value, *norm), pair.target_norm)
+                estimates.append((model, method, name, value, why))
+        for model, method, name, value, why in estimates:
+            result = score(value, target, pixel, why)
+            rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
+                         "label": estimate_label(model, method, name), "pixel_size_um": pixel}
+                        | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
+            log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
+    return pd.DataFrame(rows, columns=ROW_KEYS + ["pixel_size_um"] + COLUMNS + ["missing"])
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per estimate: number of images, mean and std of every metric over the images where it exists,
+    how many images miss it, and the mean/std of the per-image PSNR gain over the input."""
+    reference = table[table["model"] == INPUT].set_index("acquisition")["psnr"]
+    out = []
+    for (model, method, estimate, label), group in table.groupby(["model", "method", "estimate", "label"], sort=False):
+        row = {"model": model, "method": method, "estimate": estimate, "label": label, "images": len(group)}
+        notes = []
+        for c in COLUMNS:
+            values = pd.to_numeric(group[c], errors="coerce").dropna()
+            row[f"{c}_mean"] = float(values.mean()) if len(values) else None
+            row[f"{c}_std"] = float(values.std(ddof=0)) if len(values) else None
+            row[f"{c}_missing"] = len(group) - len(values)
+            if len(values) < len(group):
+                reasons = sorted({part.split(": ", 1)[1] for m in group["missing"].fillna("") for part in m.split("; ")
+                                  if part.startswith(f"{c}: ")})
+                notes.append(f"{c}: missing in {len(group) - len(values)} of {len(group)} images ({' | '.join(reasons)})")
+        gain = (pd.to_numeric(group.set_index("acquisition")["psnr"], errors="coerce")
+                - pd.to_numeric(reference, errors="coerce")).dropna()
+        row["psnr_gain_mean"] = float(gain.mean()) if len(gain) else None
+        row["psnr_gain_std"] = float(gain.std(ddof=0)) if len(gain) else None
+        row["missing"] = "; ".join(notes)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def paired_differences(table: pd.DataFrame, a: str, b: str, columns=COLUMNS) -> pd.DataFrame:
+    """Per metric: mean/std over images of (label a - label b) and how often a is better."""
+    pa = table[table["label"] == a].set_index("acquisition")
+    pb = table[table["label"] == b].set_index("acquisition")
+    out = []
+    for c in columns:
+        d = (pd.to_numeric(pa[c], errors="coerce") - pd.to_numeric(pb[c], errors="coerce")).dropna()
+        better = (d > 0) if HIGHER_IS_BETTER[c] else (d < 0)
+        out.append({"metric": c, "a": a, "b": b, "images": len(d),
+                    "difference_mean": float(d.mean()) if len(d) else None,
+                    "difference_std": float(d.std(ddof=0)) if len(d) else None,
+                    "a_better_in": int(better.sum())})
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- perception-distortion
+
+
+def prefix_channels(info: dict) -> list[tuple[int, str]]:
+    """(number of averaged samples, channel): mean_1, mean_2, ... and mmse as the mean of all K."""
+    channels = info.get("channels", [])
+    k = int(info.get("sampling", {}).get("samples", 0))
+    pairs = sorted((int(c.split("_", 1)[1]), c) for c in channels if c.startswith("mean_") and c[5:].isdigit())
+    if not any(n == 1 for n, _ in pairs) and "sample_0" in channels:
+        pairs.insert(0, (1, "sample_0"))  # the mean of one sample is the sample itself
+    if "mmse" in channels and k:
+        pairs = [p for p in pairs if p[0] < k] + [(k, "mmse")]
+    return pairs
+
+
+def perception_distortion(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test") -> pd.DataFrame:
+    """PSNR and FRC resolution of the mean of the first n posterior samples, n = 1, 2, 4, ..., K.
+
+    Averaging more samples moves the estimate from a sharp, plausible image (one sample) toward
+    the blurrier minimum-error MMSE: PSNR rises while fine detail that is not certain fades.
+    """
+    rows = []
+    stochastic = {m: k for m, k in models.items() if k == "guided_cfm"}
+    if not stochastic:
+        return pd.DataFrame(columns=["model", "acquisition", "samples", "channel", "psnr", "frc_1/7_um", "missing"])
+    for pair in pairs_of_split(manifest, convert_dir, split):
+        target = load_image(pair.target_path)
+        pixel = lateral_pixel_size(pair.pixel_size)
+        for model in stochastic:
+            path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
+            info = prediction_info(path)
+            check_shape(path, info["shape"], pair.target_path, target.shape)
+            norm = prediction_norm(info, pair)
+            for n, channel in prefix_channels(info):
+                value = to_target_units(normalised(read_channels(path, [channel])[channel], *norm), pair.target_norm)
+                row = {"model": model, "acquisition": pair.acquisition, "samples": n, "channel": channel}
+                missing = {}
+                for column, fn in (("psnr", lambda: M.psnr(value, target)),
+                                   ("frc_1/7_um", lambda: M.frc_resolution(value, target, pixel_size=pixel))):
+                    try:
+                        v = fn()
+                    except M.MetricUnavailable as e:
+                        v, missing[column] = None, str(e)
+                    if v is not None and not math.isfinite(v):
+                        v, missing[column] = None, "infinite: prediction identical to target (zero error)"
+                    row[column] = v
+                row["missing"] = format_missing(missing)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "acquisition", "samples", "channel", "psnr", "frc_1/7_um", "missing"])
+
+
+def write_tsv(frame: pd.DataFrame, path) -> None:
+    """TSV with missing values as empty cells (their reasons are in the `missing` column)."""
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.6g")
+
+
+def read_tsv(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+
+
+def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out, summary_out, pd_out,
+        comparisons_out=None) -> pd.DataFrame:
+    """The evaluate rule: all tables at once."""
+    table = evaluate(manifest, convert_dir, predict_dir, models)
+    summary = summarize(table)
+    curve = perception_distortion(manifest, convert_dir, predict_dir, models)
+    write_tsv(table, metrics_out)
+    write_tsv(summary, summary_out)
+    write_tsv(curve, pd_out)
+    if comparisons_out:
+        write_tsv(comparisons(table, models), comparisons_out)
+    return table
+
+
+def baselines(summary: pd.DataFrame) -> dict[str, dict]:
+    """{label: {psnr, frc_1/7_um}} means of the regression models and the input: reference lines."""
+    out = {}
+    for r in summary.to_dict("records"):
+        if r["method"] in ("regression", INPUT):
+            out[r["label"]] = {c: r.get(f"{c}_mean") for c in ("psnr", "frc_1/7_um")}
+    return out
+
+
+def comparisons(table: pd.DataFrame, models: dict[str, str]) -> pd.DataFrame:
+    """Paired per-image differences: each estimate vs the input, and each guided MMSE vs each regression."""
+    labels = {m: estimate_label(m, k, "mmse") for m, k in models.items()}
+    parts = [paired_differences(table, lab, estimate_label(INPUT, INPUT, INPUT)) for lab in labels.values()]
+    for g, kg in models.items():
+        for r, kr in models.items():
+            if kg == "guided_cfm" and kr == "regression":
+                parts.append(paired_differences(table, labels[g], labels[r]))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["metric", "a", "b", "images", "difference_mean", "difference_std", "a_better_in"])
+
+
+def crop_window(target: np.ndarray, size: int) -> tuple[slice, ...]:
+    """The (z,) y, x window of edge `size` whose target has the most structure (largest variance)."""
+    plane = target
+    lead: tuple = ()
+    if target.ndim == 3:
+        z = int(np.argmax(target.reshape(target.shape[0], -1).sum(axis=1)))
+        plane, lead = target[z], (z,)
+    ny, nx = plane.shape
+    sy, sx = min(size, ny), min(size, nx)
+    best, where = -1.0, (0, 0)
+    step_y, step_x = max(1, sy // 4), max(1, sx // 4)
+    for y in list(range(0, ny - sy + 1, step_y)) + [ny - sy]:
+        for x in list(range(0, nx - sx + 1, step_x)) + [nx - sx]:
+            v = float(plane[y:y + sy, x:x + sx].var())
+            if v > best:
+                best, where = v, (y, x)
+    return lead + (slice(where[0], where[0] + sy), slice(where[1], where[1] + sx))
+
+
+def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: int = 128) -> dict:
+    """Crops (normalised units) for the example figure of one acquisition.
+
+    {"window", "input", "target", "regression": {model: crop}, "guided": {model: {"sample", "mmse", "std", "error"}}}
+    with std and |error| in the same normalised units, so they can share one colour bar.
+    """
+    target = load_image(pair.target_path)
+    window = crop_window(target, size)
+    target_n = normalised(target[window], *pair.target_norm)
+    out = {"window": window, "target": target_n,
+           "input": normalised(load_image(pair.input_path)[window], *pair.input_norm), "regression": {}, "guided": {}}
+    for model, method in models.items():
+        path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
+        info = prediction_info(path)
+        check_shape(path, info["shape"], pair.target_path, target.shape)
+        low, high = prediction_norm(info, pair)
+        ch = read_channels(path, ["mmse", "std", "sample_0"])
+        mmse = normalised(ch["mmse"][window], low, high)
+        if method == "regression":
+            out["regression"][model] = mmse
+        else:
+            out["guided"][model] = {"mmse": mmse, "sample": normalised(ch["sample_0"][window], low, high) if "sample_0" in ch else None,
+                                    "std": ch["std"][window] / np.float32(high - low) if "std" in ch else None,
+                                    "error": np.abs(mmse - target_n)}
+    return out
+
+
+def model_methods(models: dict) -> dict[str, str]:
+    """{name: method} from the workflow's MODELS ({name: {method, ...}}) or already {name: method}."""
+    return {k: (v["method"] if isinstance(v, dict) else v) for k, v in models.items()}
+
+
+__all__ = ["evaluate", "summarize", "perception_distortion", "comparisons", "paired_differences", "run",
+           "pairs_of_split", "write_tsv", "read_tsv", "example_panels"]

@@ -1,0 +1,80 @@
+# Scoring on the test split, and calibration of each guided model's uncertainty (fitted on val,
+# judged on test). Needs the predictions of the val and test acquisitions of every model.
+rule evaluate:
+    input:
+        manifest=rules.pair.output.manifest,
+        images=converted("input", "test") + converted("target", "test"),
+        predictions=predictions(TEST),
+    output:
+        metrics=report(f"{RESULTS}/evaluate/metrics.tsv", caption="../report/metrics.rst", category="Evaluation",
+                       labels={"table": "per test image"}),
+        summary=report(f"{RESULTS}/evaluate/summary.tsv", caption="../report/summary.rst", category="Evaluation",
+                       labels={"table": "mean per estimate"}),
+        comparisons=report(f"{RESULTS}/evaluate/comparisons.tsv", caption="../report/comparisons.rst", category="Evaluation",
+                           labels={"table": "paired differences"}),
+        perception=f"{RESULTS}/evaluate/perception_distortion.tsv",
+        perception_plot=report(f"{RESULTS}/evaluate/perception_distortion.png", caption="../report/perception.rst",
+                               category="Evaluation", labels={"figure": "samples averaged"}),
+    params:
+        models={m: s["method"] for m, s in MODELS.items()},
+        convert=lambda w, input: folder_of(input.manifest, "convert"),
+        predict=lambda w, input: folder_of(input.manifest, "predict"),
+    log:
+        f"{RESULTS}/logs/evaluate.log",
+    message:
+        f"Scoring the {len(TEST)} test acquisitions of every model"
+    conda:
+        ENV
+    script:
+        "../../scripts/evaluate.py"
+
+
+rule example:
+    input:
+        manifest=rules.pair.output.manifest,
+        input=f"{RESULTS}/convert/input/{{acquisition}}.ome.zarr",
+        target=f"{RESULTS}/convert/target/{{acquisition}}.ome.zarr",
+        predictions=expand(rules.predict.output.prediction, model=MODELS, allow_missing=True),
+    output:
+        figure=report(f"{RESULTS}/evaluate/examples/{{acquisition}}.png", caption="../report/example.rst",
+                      category="Examples", labels={"acquisition": "{acquisition}"}),
+    params:
+        models={m: s["method"] for m, s in MODELS.items()},
+        convert=lambda w, input: folder_of(input.manifest, "convert"),
+        predict=lambda w, input: folder_of(input.manifest, "predict"),
+        crop=config["evaluate"]["crop"],
+    log:
+        f"{RESULTS}/logs/example/{{acquisition}}.log",
+    message:
+        "Drawing the example crops of {wildcards.acquisition}"
+    conda:
+        ENV
+    script:
+        "../../scripts/example.py"
+
+
+rule calibrate:
+    input:
+        manifest=rules.pair.output.manifest,
+        images=converted("input", "val") + converted("target", "val") + converted("input", "test") + converted("target", "test"),
+        val=expand(rules.predict.output.prediction, acquisition=VAL, allow_missing=True),
+        test=expand(rules.predict.output.prediction, acquisition=TEST, allow_missing=True),
+    output:
+        summary=report(f"{RESULTS}/calibration/{{model}}.json", caption="../report/calibration_json.rst",
+                       category="Calibration", labels={"model": "{model}", "file": "fit and UCE"}),
+        bins=report(f"{RESULTS}/calibration/{{model}}_bins.tsv", caption="../report/calibration_bins.rst",
+                    category="Calibration", labels={"model": "{model}", "file": "bins"}),
+        plot=report(f"{RESULTS}/calibration/{{model}}.png", caption="../report/calibration.rst",
+                    category="Calibration", labels={"model": "{model}", "file": "curve"}),
+    params:
+        settings=config["calibrate"],
+        convert=lambda w, input: folder_of(input.manifest, "convert"),
+        predict=lambda w, input: folder_of(input.manifest, "predict"),
+    log:
+        f"{RESULTS}/logs/calibrate/{{model}}.log",
+    message:
+        "Calibrating the uncertainty of {wildcards.model} on the validation split"
+    conda:
+        ENV
+    script:
+        "../../scripts/calibrate.py"

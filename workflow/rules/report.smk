@@ -1,0 +1,28 @@
+# One self-contained HTML file (figures embedded) that closes the run.
+rule report:
+    input:
+        manifest=rules.pair.output.manifest,
+        metrics=rules.evaluate.output.metrics,
+        summary=rules.evaluate.output.summary,
+        comparisons=rules.evaluate.output.comparisons,
+        perception=rules.evaluate.output.perception_plot,
+        examples=expand(rules.example.output.figure, acquisition=EXAMPLES),
+        calibration=expand(rules.calibrate.output.summary, model=GUIDED),
+        calibration_plots=expand(rules.calibrate.output.plot, model=GUIDED),
+        curves=expand(rules.train.output.curve, model=MODELS),
+    output:
+        html=f"{RESULTS}/report/report.html",
+    params:
+        config=config,
+        models=list(MODELS),
+        guided=GUIDED,
+        title=config["report"]["title"],
+        results=lambda w, output: os.path.dirname(os.path.dirname(output.html)),
+    log:
+        f"{RESULTS}/logs/report.log",
+    message:
+        "Writing the HTML report"
+    conda:
+        ENV
+    script:
+        "../../scripts/report.py"
