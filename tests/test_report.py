@@ -16,6 +16,8 @@ from flowrestore.report import Figure, build_report, example_figures
 
 from test_evaluate import PIXEL, make_run
 
+from conftest import ensure_debian_package  # noqa: E402
+
 CHROMIUM = os.environ.get("FLOWRESTORE_CHROMIUM", "/usr/bin/chromium")
 TABLE_IDS = ["data-table", "metrics-table", "comparison-table", "per-image-table", "calibration-table"]
 
@@ -91,9 +93,13 @@ def _chromium(args, tmp_path):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)),
-                    reason=f"headless Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
-def test_report_renders_in_headless_chromium(report, tmp_path):
+@pytest.fixture(scope="module")
+def chromium():
+    if not ensure_debian_package(CHROMIUM, "chromium"):
+        pytest.skip(f"headless Chromium not found at {CHROMIUM} (Debian: apt-get install chromium; CI installs it)")
+
+
+def test_report_renders_in_headless_chromium(chromium, report, tmp_path):
     output, html = report
     done = _chromium(["--virtual-time-budget=5000", "--dump-dom", output.resolve().as_uri()], tmp_path)
     dom = done.stdout
@@ -109,10 +115,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-def test_a_broken_image_is_detected_by_the_browser_check(report, tmp_path):
+def test_a_broken_image_is_detected_by_the_browser_check(chromium, report, tmp_path):
     """The Chromium check can fail: an image whose data is not a PNG is counted as not loaded."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"headless Chromium not found at {CHROMIUM}")
     output, html = report
     broken = tmp_path / "broken.html"
     broken.write_text(html.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1))
