@@ -67,8 +67,10 @@ def test_new_acquisition_runs_only_new_jobs(workdir):
     (workdir / "data" / f"{name}_wf.tif").write_bytes((workdir / "data" / "demo000_wf.tif").read_bytes())
     (workdir / "data" / f"{name}_confocal.tif").write_bytes((workdir / "data" / "demo000_confocal.tif").read_bytes())
     jobs = planned_jobs(workdir)
+    # The new acquisition's own jobs (one per model for predictions), and the summaries that include it;
+    # no training, and nothing for the acquisitions already done.
     assert jobs == {"check_pair": 1, "pair": 1, "convert": 2, "predict_prepare": 2, "predict_shard": 2, "predict": 2,
-                    "all": 1}, jobs
+                    "example": 1, "evaluate": 1, "calibrate": 1, "report": 1, "all": 1}, jobs
     snakemake(workdir, "--cores", "2")
     assert name in {r["pair_id"] for r in read_rows(workdir / "results" / "pairs.tsv")}
 
