@@ -202,6 +202,8 @@ AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
+# keep sbatch --comment in accounting: snakemake's slurm plugin puts rule and wildcards there
+AccountingStoreFlags=job_comment
 MinJobAge=300
 KillWait=10
 InactiveLimit=0
