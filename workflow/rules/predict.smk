@@ -35,7 +35,7 @@ rule predict_shard:
         f"{RESULTS}/logs/predict/{{model}}/{{acquisition}}.shard{{shard}}.log",
     message:
         "Restoring {wildcards.acquisition} with {wildcards.model} (shard {wildcards.shard})"
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=1,
         mem_mb=16000,

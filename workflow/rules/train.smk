@@ -15,7 +15,7 @@ rule train:
         f"{RESULTS}/logs/train/{{model}}.log",
     message:
         "Training model {wildcards.model}"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
         mem_mb=16000,
