@@ -10,7 +10,7 @@ class SamplingConfig:
     samples: int = 16
     solver: str = "heun"
     nfe: int = 8
-    schedule: float = 2.0  # step boundaries t_i = 1 - (1 - i/n)^schedule; 1 is uniform
+    schedule: float = 2.5  # step boundaries t_i = 1 - (1 - i/n)^schedule; 1 is uniform
     batch: int = 8
     group: int = 8  # samples held at once per block
     keep_samples: int = 2
