@@ -23,7 +23,6 @@ class NetConfig:
     multipliers: list[int] = field(default_factory=lambda: [1, 2, 4])
     blocks: int = 1  # residual blocks per level
     time: bool = True
-    attention: bool = False  # reserved: self-attention at the bottleneck costs a lot on CPU
 
     @property
     def factor(self) -> int:
