@@ -74,10 +74,6 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if normalization is None:
         normalization = percentiles(subsample(image.data).compute(), low, high)
     identity = describe_model(checkpoint)
-    if "stochastic" not in identity:  # written by an earlier version
-        from .methods import get_method
-
-        identity["stochastic"] = get_method(identity["method"]).stochastic
     stochastic = identity["stochastic"]
     sampling = _sampling(settings)
     ndim = image.data.ndim
