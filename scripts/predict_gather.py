@@ -2,4 +2,4 @@ from flowrestore.cli import rule_script
 from flowrestore.predict import finalize
 
 with rule_script(snakemake):
-    finalize(snakemake.output.prediction)
+    finalize(snakemake.output.prediction, snakemake.input.get("calibration"))

@@ -30,7 +30,7 @@ def test_linear_fit_recovers_a_known_miscalibration():
     on_test = C.judge(calibration, half_std_pixels("test", seed=1))
     assert on_test.uce_before == pytest.approx(0.5, abs=0.01)
     assert on_test.uce_after < 0.02 and not on_test.in_sample
-    assert len(calibration.edges) == 21
+    assert len(on_test.bins) == 20
 
 
 def test_calibrated_pixels_are_left_alone():
@@ -82,7 +82,7 @@ def test_quantile_bins_are_equally_filled_and_survive_constant_std():
     assert len(counts) == 20 and counts.min() >= 499 and counts.max() <= 501
     flat = C.Pixels("val", ("v",), np.full(1000, 0.05), np.random.default_rng(1).normal(0, 0.1, 1000))
     calibration, on_val = C.fit(flat)
-    assert len(calibration.edges) == 2  # one bin
+    assert len(on_val.bins) == 1
     assert calibration.apply(np.array([0.05]))[0] == pytest.approx(0.1, rel=0.1)
 
 
@@ -107,22 +107,115 @@ def test_calibrate_model_on_prediction_files(tmp_path):
     run = make_run(tmp_path, shape=(96, 96), test=2, val=2, noise=0.05, std_ratio=0.5, regression=False)
     val = pairs_of_split(run["manifest"], run["convert"], "val")
     test = pairs_of_split(run["manifest"], run["convert"], "test")
-    summary, bins = C.calibrate_model("hm", val, test, run["predict"], bins=20)
+    fitted = C.calibrate_model("hm", val, run["predict"], "linear", bins=20)
+    C.write_json(fitted, tmp_path / "hm.json")
+    calibration = C.load(tmp_path / "hm.json")
     # stored std is half the real error spread (constant std -> one bin, scale-only fit)
-    assert summary["a"] * 0.025 + summary["b"] == pytest.approx(0.05, rel=0.05)
-    assert summary["uce_val_before"] == pytest.approx(0.5, abs=0.03)
-    assert summary["uce_test_before"] == pytest.approx(0.5, abs=0.03)
-    assert summary["uce_test_after"] < 0.05
+    assert calibration.apply(np.array([0.025]))[0] == pytest.approx(0.05, rel=0.05)
+    assert calibration.samples == 4 and calibration.fit_acquisitions == ("v0", "v1")
+    summary, bins = C.judge_model(fitted, test, run["predict"])
+    assert summary["val"]["uce_before"] == pytest.approx(0.5, abs=0.03) and summary["val"]["in_sample"]
+    assert summary["test"]["uce_before"] == pytest.approx(0.5, abs=0.03) and not summary["test"]["in_sample"]
+    assert summary["test"]["uce_after"] < 0.05
+    # Gaussian errors, std half their spread: +-1.96 std covers P(|z| < 0.98) = 67%; calibrated: 95%
+    coverage = summary["test"]["coverage"]
+    assert coverage["gaussian_before"]["95"] == pytest.approx(0.673, abs=0.02)
+    assert coverage["gaussian_after"]["95"] == pytest.approx(0.95, abs=0.01)
+    assert coverage["samples"] is None  # 1 of 4 samples kept: no empirical interval
+    assert "95%" in summary["sentence"] and "std" in summary["sentence"]
     assert summary["val"]["acquisitions"] == ["v0", "v1"] and summary["test"]["acquisitions"] == ["t0", "t1"]
     assert summary["val"]["pixels"] == 2 * 96 * 96
     assert list(bins.columns) == C.BIN_COLUMNS and set(bins["split"]) == {"val", "test"}
-    C.write_results(summary, bins, tmp_path / "hm.json", tmp_path / "hm_bins.tsv")
-    back = json.loads((tmp_path / "hm.json").read_text())
-    assert back["method"] == "linear" and {"a", "b", "uce_val_before", "uce_val_after", "uce_test_before",
-                                           "uce_test_after", "bin_edges"} <= set(back)
-    assert len(pd.read_csv(tmp_path / "hm_bins.tsv", sep="\t")) == len(bins)
+    C.write_json(summary, tmp_path / "hm_test.json")
+    back = json.loads((tmp_path / "hm_test.json").read_text())
+    assert back["method"] == "linear" and back["calibration"]["params"].keys() == {"a", "b"}
     calibration_curve(bins, summary, tmp_path / "hm.png")
     assert (tmp_path / "hm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_judging_on_fit_acquisitions_is_refused_through_the_files(tmp_path):
+    run = make_run(tmp_path, shape=(48, 48), test=1, val=2, regression=False)
+    val = pairs_of_split(run["manifest"], run["convert"], "val")
+    fitted = C.calibrate_model("hm", val, run["predict"])
+    with pytest.raises(C.CalibrationLeak, match=r"\['v0', 'v1'\] were used to fit"):
+        C.judge_model(fitted, val, run["predict"])  # the val images handed over as test images
+
+
+def gaussian_toy(split, k, n=200_000, scale=1.0, seed=0, d0=8.0, s0=0.05):
+    """Pixels whose posterior is known: true variances sigma^2 follow a scaled inverse chi-square
+    prior (d0, s0^2); the target and K samples are drawn from N(mu, sigma^2), the sampler's spread
+    multiplied by `scale` (1: a perfect sampler). Returns the pixels and the true sigma."""
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(d0 * s0**2 / rng.chisquare(d0, n))
+    mu = rng.uniform(0, 1, n)
+    target = mu + sigma * rng.standard_normal(n)
+    samples = mu + scale * sigma * rng.standard_normal((k, n))
+    mmse, std, inside = C.sample_statistics(samples, target)
+    return C.Pixels(split, (f"{split}{seed}",), std, mmse - target, k, inside), sigma
+
+
+def test_smallk_recovers_the_analytic_std_of_a_perfect_sampler():
+    k, d0, s0 = 4, 8.0, 0.05
+    val, _ = gaussian_toy("val", k, d0=d0, s0=s0)
+    test, _ = gaussian_toy("test", k, d0=d0, s0=s0, seed=1)
+    calibration, _ = C.fit(val, "smallk")
+    assert calibration.params["d0"] == pytest.approx(d0, rel=0.1)
+    assert calibration.params["s0"] == pytest.approx(s0, rel=0.02)
+    # the ideal: E[sigma^2 | s^2] under the true prior, times 1 + 1/K for the MMSE of K samples
+    ideal = np.sqrt((d0 * s0**2 + (k - 1) * test.std**2) / (d0 + k - 3) * (1 + 1 / k))
+    assert np.sqrt(np.mean((calibration.apply(test.std) / ideal - 1) ** 2)) < 0.03
+    verdict = C.judge(calibration, test)
+    assert verdict.uce_before > 0.15  # 4 samples: the raw std misleads bin by bin
+    assert verdict.uce_after < 0.03
+    # given s^2 the error is Student-t with n = d0 + K - 1 degrees of freedom, of variance E[sigma^2|s^2](1+1/K):
+    # a Gaussian interval of that variance covers P(|t_n| <= z sqrt(n / (n - 2)))
+    from scipy.stats import t
+
+    n = d0 + k - 1
+    for level in (0.68, 0.95):
+        expected = 2 * t.cdf(C.gaussian_z(level) * np.sqrt(n / (n - 2)), n) - 1
+        assert verdict.coverage_after[level] == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("method", ["linear", "isotonic"])
+def test_error_fits_recover_a_sampler_half_as_wide(method):
+    k = 32
+    val, _ = gaussian_toy("val", k, scale=0.5)
+    test, sigma = gaussian_toy("test", k, scale=0.5, seed=1)
+    calibration, _ = C.fit(val, method)
+    verdict = C.judge(calibration, test)
+    assert verdict.uce_before == pytest.approx(0.5, abs=0.05)
+    assert verdict.uce_after < 0.03
+    assert verdict.coverage_before[0.95] < 0.75
+    assert verdict.coverage_after[0.95] == pytest.approx(0.95, abs=0.015)
+    # per bin, the calibrated RMV is the analytic one: sigma * sqrt(1 + 1/K)
+    index = C.assign(test.std, C.quantile_edges(test.std))
+    ideal = np.sqrt(np.bincount(index, sigma**2 * (1 + 1 / k)) / np.bincount(index))
+    got = np.sqrt(np.bincount(index, calibration.apply(test.std) ** 2) / np.bincount(index))
+    assert np.abs(got / ideal - 1).max() < 0.08
+
+
+def test_samples_quantiles_of_a_perfect_sampler_cover_less_than_their_level():
+    # The target is one more exchangeable draw, so its rank among the K + 1 is uniform, and numpy's
+    # interpolated quantiles at p lie at rank p (K - 1) + 1: they cover level * (K - 1) / (K + 1),
+    # short of the level at any finite K (95% -> 89% at K = 32); nearly so, as the interpolation is
+    # done in intensity, not in probability.
+    for k in (16, 32):
+        test, _ = gaussian_toy("test", k, n=100_000)
+        for level in (0.68, 0.95):
+            assert test.inside[level].mean() == pytest.approx(level * (k - 1) / (k + 1), abs=0.015)
+
+
+def test_calibration_survives_json_and_refuses_another_k(tmp_path):
+    val, _ = gaussian_toy("val", 8, n=20_000)
+    for method in C.METHODS:
+        calibration, _ = C.fit(val, method)
+        C.write_json({"calibration": calibration.to_json()}, tmp_path / f"{method}.json")
+        back = C.load(tmp_path / f"{method}.json")
+        assert np.allclose(back.apply(val.std), calibration.apply(val.std))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(InputError, match="broken.json.*rerun rule calibrate"):
+        C.load(tmp_path / "broken.json")
 
 
 def test_subsampling_caps_the_pixels(tmp_path):
@@ -133,5 +226,5 @@ def test_subsampling_caps_the_pixels(tmp_path):
 
 def test_regression_model_cannot_be_calibrated(tmp_path):
     run = make_run(tmp_path, test=1, val=1)
-    with pytest.raises(InputError, match="no std channel"):
+    with pytest.raises(InputError, match="no std_raw channel"):
         C.collect(pairs_of_split(run["manifest"], run["convert"], "val"), run["predict"], "reg", "val")

@@ -62,7 +62,8 @@ def make_run(root: Path, shape=(64, 64), test=2, val=2, noise=0.05, std_ratio=0.
         raw = lambda n: inn[0] + n * (inn[1] - inn[0])  # noqa: E731  normalised -> input units
         mmse_n = target_n + noise * rng.standard_normal(shape)
         sample_n = target_n + 2 * noise * rng.standard_normal(shape)
-        channels = {"mmse": raw(mmse_n), "std": np.full(shape, std_ratio * noise * (inn[1] - inn[0]))}
+        std = np.full(shape, std_ratio * noise * (inn[1] - inn[0]))
+        channels = {"mmse": raw(mmse_n), "std": std, "std_raw": std}
         if keep_sample:
             channels["sample_0"] = raw(sample_n)
         channels |= {"mean_1": raw(sample_n), "mean_2": raw(target_n + 1.5 * noise * rng.standard_normal(shape))}

@@ -40,8 +40,10 @@ def _run(setup, name, **overrides):
 def test_prediction_channels_units_and_metadata(setup):
     out = _run(setup, "basic", block=[64, 64])
     pred = read_prediction(out)
-    assert list(pred) == ["mmse", "std", "sample_0", "mean_1", "mean_2"]
+    assert list(pred) == ["mmse", "std", "std_raw", "sample_0", "mean_1", "mean_2"]
     np.testing.assert_allclose(pred["mean_1"], pred["sample_0"], rtol=1e-6)
+    np.testing.assert_array_equal(pred["std"], pred["std_raw"])  # no calibration given
+    assert zarr.open_group(str(out), mode="r").attrs["flowrestore"]["calibration"]["method"] == "none"
     for value in pred.values():
         assert value.shape == (200, 168) and np.isfinite(value).all()
     assert (pred["std"] > 0).all()
@@ -149,3 +151,34 @@ def test_model_of_other_dimensionality_is_refused(setup, tmp_path):
     vol = make_acquisitions(tmp_path, n=1, shape=(8, 32, 32))
     with pytest.raises(InputError, match="3D but model"):
         prepare(models["guided_cfm"], vol[0].input_path, tmp_path / "x.ome.zarr", SETTINGS)
+
+
+def test_calibration_is_applied_block_by_block_and_recorded(setup, tmp_path):
+    from flowrestore.calibration import Calibration, write_json
+
+    root, data, models = setup
+    calibration = Calibration("linear", {"a": 2.0, "b": 0.01}, "val", ("v0",), SETTINGS["samples"])
+    write_json({"calibration": calibration.to_json()}, tmp_path / "hm.json")
+    out = tmp_path / "calibrated.ome.zarr"
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
+    run_shard(models["guided_cfm"], out)
+    finalize(out, tmp_path / "hm.json")
+    pred = read_prediction(out)
+    scale = data[1].input_norm.scale  # the calibration works in normalised units
+    np.testing.assert_allclose(pred["std"], (2.0 * pred["std_raw"] / scale + 0.01) * scale, rtol=1e-5)
+    meta = zarr.open_group(str(out), mode="r").attrs["flowrestore"]["calibration"]
+    assert meta["method"] == "linear" and meta["params"] == {"a": 2.0, "b": 0.01} and meta["source"].endswith("hm.json")
+
+
+def test_calibration_fitted_for_another_k_is_refused(setup, tmp_path):
+    from flowrestore.calibration import Calibration, write_json
+
+    root, data, models = setup
+    write_json({"calibration": Calibration("linear", {"a": 2.0, "b": 0.0}, "val", ("v0",), 16).to_json()},
+               tmp_path / "hm.json")
+    out = tmp_path / "k.ome.zarr"
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS, data[1].input_norm)
+    run_shard(models["guided_cfm"], out)
+    with pytest.raises(InputError, match="hm.json: was fitted on predictions with 16 samples.*rerun rule calibrate"):
+        finalize(out, tmp_path / "hm.json")
+    assert not out.exists() and partial_path(out).exists()  # nothing published, the restored blocks kept

@@ -35,9 +35,9 @@ def report(tmp_path_factory):
     for pair in E.pairs_of_split(run["manifest"], run["convert"]):
         examples.append(ev / f"{pair.acquisition}.png")
         plots.example_crops(E.example_panels(pair, run["predict"], run["models"], 32), examples[-1], pair.acquisition, PIXEL)
-    summary, bins = C.calibrate_model("hm", E.pairs_of_split(run["manifest"], run["convert"], "val"),
-                                      E.pairs_of_split(run["manifest"], run["convert"]), run["predict"])
-    C.write_results(summary, bins, root / "hm.json", root / "hm_bins.tsv")
+    fitted = C.calibrate_model("hm", E.pairs_of_split(run["manifest"], run["convert"], "val"), run["predict"], "linear")
+    summary, bins = C.judge_model(fitted, E.pairs_of_split(run["manifest"], run["convert"]), run["predict"])
+    C.write_json(summary, root / "hm.json")
     plots.calibration_curve(bins, summary, root / "hm.png")
     curve = [{"step": s, "loss": 1 / s, "val_loss": 1.2 / s} for s in (1, 2, 3)]
     plots.loss_curve(curve, root / "loss.png", "hm")
@@ -71,7 +71,9 @@ def test_report_holds_tables_numbers_config_and_captions(report):
         assert f'id="{table}"' in html
     assert "hm MMSE" in html and "reg (regression)" in html and "input (widefield)" in html
     assert "PSNR gain over the widefield input" in html
-    assert "UCE test after" in html and "calibrated std = a × std + b" in html
+    assert "UCE test after" in html and "calibrated std = a * std + b" in html
+    assert "What the std map of hm means" in html and "inside the central 95%" in html
+    assert "the samples' own quantiles" not in html  # only one of the K=4 samples was kept
     assert "demo:\n  make: true" in html  # the run's config as YAML
     assert "&amp;id0" not in html and "*id0" not in html  # written out in full, no YAML aliases
     assert "posterior sample" in html and "MMSE" in html and "standard deviation" in html

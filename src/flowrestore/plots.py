@@ -135,11 +135,11 @@ def calibration_curve(bins, summary: dict, path) -> None:
         ax = axes[0][c]
         top = float(np.nanmax(np.concatenate([t["rmv"], t["rmse"], t["calibrated_rmv"]]))) * 1.05 or 1.0
         ax.plot([0, top], [0, top], color="0.5", linestyle="--", linewidth=1, label="perfect (RMSE = RMV)")
-        before, after = summary.get(f"uce_{split}_before"), summary.get(f"uce_{split}_after")
+        before, after = (summary.get(split) or {}).get("uce_before"), (summary.get(split) or {}).get("uce_after")
         fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
         ax.plot(t["rmv"], t["rmse"], "o-", color="tab:red", markersize=4, label=f"predicted std (UCE {fmt(before)})")
         ax.plot(t["calibrated_rmv"], t["rmse"], "s-", color="tab:blue", markersize=4,
-                label=f"calibrated std (UCE {fmt(after)})")
+                label=f"calibrated, {summary.get('method', '')} (UCE {fmt(after)})")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
         ax.set_aspect("equal")

@@ -58,10 +58,11 @@ def _file_digest(path: str | os.PathLike) -> str:
 
 
 def channel_names(stochastic: bool, sampling: SamplingConfig) -> list[str]:
-    """mmse, std, the kept samples, and mean_N: the mean of the first N = 1, 2, 4, ... samples."""
+    """mmse, std (calibrated), std_raw (the samples' own), the kept samples, and mean_N: the mean of
+    the first N = 1, 2, 4, ... samples."""
     if not stochastic:
         return ["mmse"]
-    names = ["mmse", "std"] + [f"sample_{i}" for i in range(min(sampling.keep_samples, sampling.samples))]
+    names = ["mmse", "std", "std_raw"] + [f"sample_{i}" for i in range(min(sampling.keep_samples, sampling.samples))]
     if sampling.prefix_means:
         names += [f"mean_{n}" for n in (2**j for j in range(sampling.samples.bit_length())) if n < sampling.samples]
     return names
@@ -160,7 +161,7 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
         t2 = time.perf_counter()
         outputs = {"mmse": norm.invert(result.mean)}
         if result.var is not None:
-            outputs["std"] = result.var.sqrt() * norm.scale
+            outputs["std_raw"] = result.var.sqrt() * norm.scale
         for i, s in enumerate(result.samples):
             outputs[f"sample_{i}"] = norm.invert(s)
         for n, m in result.prefix_means.items():
@@ -175,20 +176,46 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     return stats
 
 
-def finalize(output) -> None:
-    """Publish the partial store as `output` once every block is done."""
+def finalize(output, calibration=None) -> None:
+    """Fill the `std` channel and publish the partial store as `output` once every block is done.
+
+    `std` is `std_raw` mapped through `calibration` (a `calibration.Calibration`, or the path of
+    the JSON that rule calibrate writes); without one it is a copy of `std_raw`, and the metadata
+    says so. Done block by block, so memory stays that of one block.
+    """
     work = partial_path(output)
     plan = json.loads((work / PLAN_FILE).read_text())
-    n_blocks = len(_tiling_plan(plan).blocks())
+    blocks = _tiling_plan(plan).blocks()
     done = len(os.listdir(work / DONE_DIR))
-    if done != n_blocks:
-        raise InputError(work, f"only {done} of {n_blocks} blocks are restored", "rerun the predict shards")
+    if done != len(blocks):
+        raise InputError(work, f"only {done} of {len(blocks)} blocks are restored", "rerun the predict shards")
     group = zarr.open_group(str(work), mode="r+")
-    group.attrs["flowrestore"] = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling",
-                                                       "tile", "overlap", "channels")}
+    meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
+    if "std" in plan["channels"]:
+        meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
+    group.attrs["flowrestore"] = meta
     remove(work / DONE_DIR)
     (work / PLAN_FILE).unlink()
     publish(work, output)
+
+
+def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
+    from .calibration import Calibration, load
+
+    if calibration is None:
+        apply, meta = (lambda std: std), {"method": "none", "note": "std is the samples' own std (std_raw)"}
+    else:
+        source = None if isinstance(calibration, Calibration) else str(calibration)
+        calibration = calibration if source is None else load(source)
+        if calibration.samples != plan["sampling"]["samples"]:
+            raise InputError(source, f"was fitted on predictions with {calibration.samples} samples, this one has "
+                             f"{plan['sampling']['samples']}", "rerun rule calibrate with the current predict.samples")
+        apply, meta = calibration.apply, calibration.to_json() | {"source": source}
+    scale = plan["normalization"]["high"] - plan["normalization"]["low"]
+    std, raw = plan["channels"].index("std"), plan["channels"].index("std_raw")
+    for block in blocks:  # calibrations are defined in normalised units
+        store[(std, *block.core)] = apply(store[(raw, *block.core)] / np.float32(scale)) * np.float32(scale)
+    return meta
 
 
 def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,

@@ -127,20 +127,33 @@ def _cards(summary: pd.DataFrame, comparisons: pd.DataFrame, calibrations: list[
                           "cls": "good" if d is not None and d > 0 else "bad",
                           "note": f"{r['a']} better in {int(r['a_better_in'])} of {int(r['images'])} test images"})
     for c in calibrations:
-        before, after, ratio = c.get("uce_test_before"), c.get("uce_test_after"), c.get("error_ratio_test")
+        test = c["test"]
+        before, after, ratio = test["uce_before"], test["uce_after"], test["error_ratio"]
         cards.append({"what": f"{c['model']}: uncertainty calibration error on test (0 is perfect)",
                       "value": f"{_number(before, 2)} → {_number(after, 2)}",
                       "cls": "good" if after is not None and after < 0.2 and (ratio is None or ratio >= 1.5) else "bad",
-                      "note": f"before → after calibration (fitted on validation images); error ratio "
-                              f"{_number(c.get('error_ratio_test'), 2)} (1 = std does not point at errors)"})
+                      "note": f"before → after {c['method']} calibration (fitted on validation images); error ratio "
+                              f"{_number(ratio, 2)} (1 = std does not point at errors)"})
+        covered = (test["coverage"]["gaussian_after"] or {}).get("95")
+        if covered is not None:
+            cards.append({"what": f"{c['model']}: test pixels inside ±1.96 × calibrated std (aim: 95%)",
+                          "value": f"{covered:.1%}", "cls": "good" if 0.93 <= covered <= 0.97 else "bad",
+                          "note": "the 95% interval the std map implies, checked on held-out images"})
     return cards
 
 
 def _calibration_caption(c: dict) -> str:
     return (f"Each dot is one group of validation (left) or test (right) pixels with similar predicted std. Red: the model's own "
-            f"std; blue: after calibration (std × {c['a']:.3g} {'+' if c['b'] >= 0 else '−'} {abs(c['b']):.3g}). Dots on the "
-            "dashed diagonal mean the predicted error equals the real error. Below: pixels per group (the test groups use the "
-            "validation group boundaries, so their sizes vary).")
+            f"std; blue: after calibration ({c['description']}). Dots on the dashed diagonal mean the predicted error equals "
+            "the real error. Below: pixels per group.")
+
+
+def _coverage_rows(coverage: dict) -> list[dict]:
+    """Rows interval -> coverage for the table: Gaussian before/after calibration, and the samples' quantiles."""
+    kinds = [("gaussian_before", "MMSE ± z × std of the samples (before calibration)"),
+             ("gaussian_after", "MMSE ± z × calibrated std"), ("samples", "the samples' own quantiles")]
+    return [{"interval": label, **{f"c{level}": f"{values[level]:.1%}" for level in ("68", "95")}}
+            for key, label in kinds if (values := coverage.get(key))]
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -151,7 +164,7 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 def _calibration_warning(c: dict) -> str:
-    ratio = c.get("error_ratio_test")
+    ratio = c["test"]["error_ratio"]
     if ratio is not None and ratio < 1.5:
         return (f"The predicted std of {c['model']} hardly tells which pixels are wrong: on the test images, the pixels "
                 f"with the highest predicted std are only {ratio:.2f} times as wrong as those with the lowest. After "
@@ -187,14 +200,17 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
     calibrations = []
     for json_path, png_path in calibration:
         c = json.loads(Path(json_path).read_text())
-        after = c.get("uce_test_after")
+        val, test = c["val"], c["test"]
         calibrations.append(c | {
-            "a_raw": c["a"], "b_raw": c["b"], "a": f"{c['a']:.3g}", "b": f"{c['b']:.3g}",
-            "uce_val_before": _number(c.get("uce_val_before"), 3), "uce_val_after": _number(c.get("uce_val_after"), 3),
-            "uce_test_before": _number(c.get("uce_test_before"), 3), "uce_test_after": _number(after, 3),
-            "ratio": _number(c.get("error_ratio_test"), 2),
-            "test_cls": "good" if after is not None and after < 0.2 else "bad",
-            "pixels": f"{c['val']['pixels']:,} / {c['test']['pixels']:,}",
+            "uce_val_before": _number(val["uce_before"], 3), "uce_val_after": _number(val["uce_after"], 3),
+            "uce_test_before": _number(test["uce_before"], 3), "uce_test_after": _number(test["uce_after"], 3),
+            "ratio": _number(test["error_ratio"], 2),
+            "test_cls": "good" if test["uce_after"] is not None and test["uce_after"] <= 0.05 else "bad",
+            "coverage": _coverage_rows(test["coverage"]),
+            "samples_note": "" if test["coverage"]["samples"] else
+            "The samples' own intervals are not shown: the predictions did not keep all their samples "
+            "(set predict.keep_samples to predict.samples).",
+            "pixels": f"{val['pixels']:,} / {test['pixels']:,}",
             "src": data_uri(png_path), "caption": _calibration_caption(c),
             "warning": _calibration_warning(c)})
     cards = _cards(summary, comparisons, [json.loads(Path(j).read_text()) for j, _ in calibration])

@@ -96,3 +96,14 @@ def predictions(acquisitions, models=MODELS):
 def folder_of(manifest, name):
     """A results sub-folder, derived from an input path so the rules hold no hard-coded prefix."""
     return os.path.join(os.path.dirname(manifest), name)
+
+
+def calibration_for(wildcards):
+    """The fitted calibration of a guided model, for every acquisition but those it is fitted on.
+
+    ancient(): refitting on new validation acquisitions applies to new predictions and does not
+    redo finished ones (each prediction's metadata records the calibration it carries).
+    """
+    if wildcards.model in GUIDED and wildcards.acquisition not in VAL:
+        return {"calibration": ancient(f"{RESULTS}/calibration/{wildcards.model}/fit.json")}
+    return {}

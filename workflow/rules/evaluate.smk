@@ -56,16 +56,11 @@ rule example:
 rule calibrate:
     input:
         manifest=rules.pair.output.manifest,
-        images=converted("input", "val") + converted("target", "val") + converted("input", "test") + converted("target", "test"),
+        images=converted("input", "val") + converted("target", "val"),
         val=expand(rules.predict.output.prediction, acquisition=VAL, allow_missing=True),
-        test=expand(rules.predict.output.prediction, acquisition=TEST, allow_missing=True),
     output:
-        summary=report(f"{RESULTS}/calibration/{{model}}.json", caption="../report/calibration_json.rst",
-                       category="Calibration", labels={"model": "{model}", "file": "fit and UCE"}),
-        bins=report(f"{RESULTS}/calibration/{{model}}_bins.tsv", caption="../report/calibration_bins.rst",
-                    category="Calibration", labels={"model": "{model}", "file": "bins"}),
-        plot=report(f"{RESULTS}/calibration/{{model}}.png", caption="../report/calibration.rst",
-                    category="Calibration", labels={"model": "{model}", "file": "curve"}),
+        calibration=report(f"{RESULTS}/calibration/{{model}}/fit.json", caption="../report/calibration_json.rst",
+                           category="Calibration", labels={"model": "{model}", "file": "fitted calibration"}),
     params:
         settings=config["calibrate"],
         convert=lambda w, input: folder_of(input.manifest, "convert"),
@@ -78,3 +73,32 @@ rule calibrate:
         ENV
     script:
         "../../scripts/calibrate.py"
+
+
+# Judged on test predictions, which already carry the calibration: fitting and judging are separate
+# jobs, so the test images cannot leak into the fit.
+rule judge_calibration:
+    input:
+        manifest=rules.pair.output.manifest,
+        calibration=rules.calibrate.output.calibration,
+        images=converted("input", "test") + converted("target", "test"),
+        test=expand(rules.predict.output.prediction, acquisition=TEST, allow_missing=True),
+    output:
+        summary=report(f"{RESULTS}/calibration/{{model}}/test.json", caption="../report/calibration_json.rst",
+                       category="Calibration", labels={"model": "{model}", "file": "UCE and coverage"}),
+        bins=report(f"{RESULTS}/calibration/{{model}}/bins.tsv", caption="../report/calibration_bins.rst",
+                    category="Calibration", labels={"model": "{model}", "file": "bins"}),
+        plot=report(f"{RESULTS}/calibration/{{model}}/curve.png", caption="../report/calibration.rst",
+                    category="Calibration", labels={"model": "{model}", "file": "curve"}),
+    params:
+        max_pixels=config["calibrate"]["max_pixels"],
+        convert=lambda w, input: folder_of(input.manifest, "convert"),
+        predict=lambda w, input: folder_of(input.manifest, "predict"),
+    log:
+        f"{RESULTS}/logs/calibrate/{{model}}.test.log",
+    message:
+        "Judging the calibrated uncertainty of {wildcards.model} on the test split"
+    conda:
+        ENV
+    script:
+        "../../scripts/judge_calibration.py"

@@ -48,6 +48,7 @@ rule predict_shard:
 
 rule predict:
     input:
+        unpack(calibration_for),
         shards=expand(rules.predict_shard.output.done, shard=SHARDS, allow_missing=True),
     output:
         prediction=directory(f"{RESULTS}/predict/{{model}}/{{acquisition}}.ome.zarr"),

@@ -7,8 +7,8 @@ rule report:
         comparisons=rules.evaluate.output.comparisons,
         perception=rules.evaluate.output.perception_plot,
         examples=expand(rules.example.output.figure, acquisition=EXAMPLES),
-        calibration=expand(rules.calibrate.output.summary, model=GUIDED),
-        calibration_plots=expand(rules.calibrate.output.plot, model=GUIDED),
+        calibration=expand(rules.judge_calibration.output.summary, model=GUIDED),
+        calibration_plots=expand(rules.judge_calibration.output.plot, model=GUIDED),
         curves=expand(rules.train.output.curve, model=MODELS),
     output:
         html=f"{RESULTS}/report/report.html",
