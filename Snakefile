@@ -1,10 +1,23 @@
 # flowrestore: pair -> convert -> train -> predict -> evaluate/calibrate -> report
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+# A bad setting stops the run in one line naming the config file, the key and the fix;
+# common.smk then validates the config again and fills in the defaults.
+from flowrestore.config import check_config
+from flowrestore.errors import InputError
+
+try:
+    check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
+                 workflow.configfiles, workflow.overwrite_configfiles)
+except InputError as error:
+    raise WorkflowError(str(error)) from None
 
 
 include: "workflow/rules/common.smk"

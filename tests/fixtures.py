@@ -1,8 +1,10 @@
-"""Small data and models made on the spot (no download): shared by the training and predict tests."""
+"""Small data and models made on the spot (no download), and helpers to run and inspect the workflow."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from flowrestore.patches import Acquisition
 from flowrestore.simulate import make_pair
 
 TINY_NET = {"channels": 8, "multipliers": [1, 2], "blocks": 1}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_acquisitions(folder: Path, n: int = 3, shape=(96, 96), chunks=None, seed: int = 0) -> list[Acquisition]:
@@ -36,3 +39,29 @@ def write_tiff(path: Path, data: np.ndarray, pixel_size=0.1) -> str:
     axes = "YX" if data.ndim == 2 else "ZYX"
     tifffile.imwrite(path, data, ome=True, metadata={"axes": axes, "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size})
     return os.fspath(path)
+
+
+def snakemake_command(workdir: Path, *args: str, configfiles=()) -> list[str]:
+    """The command line a user runs, on `workdir`, with these config files (later ones win).
+
+    Targets go first in `args`: options such as --set-threads take every word that follows.
+    """
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
+    return command + ["--configfile", *map(str, configfiles)] if configfiles else command
+
+
+def digests(*roots: Path) -> dict[str, str]:
+    """sha256 of every file at or below each root: inputs must come out of a run byte for byte."""
+    out = {}
+    for root in map(Path, roots):
+        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def files_besides_logs(results: Path) -> list[str]:
+    """Every file a run left in `results` other than its logs (hidden temporaries included)."""
+    if not results.exists():
+        return []
+    return sorted(str(p.relative_to(results)) for p in results.rglob("*")
+                  if p.is_file() and p.relative_to(results).parts[0] != "logs")

@@ -14,7 +14,7 @@ import tifffile
 import zarr
 
 from flowrestore import io
-from flowrestore.atomic import atomic_output, write_text
+from flowrestore.atomic import atomic_output, temp_sibling, write_text
 from flowrestore.errors import InputError
 from flowrestore.simulate import write_demo
 
@@ -153,6 +153,18 @@ def test_tiff_reads_lazily_by_tile(tmp_path):
     image = io.open_image(path)
     assert image.data.chunksize == (64, 64)  # the file's own tiles, not one block
     np.testing.assert_array_equal(image.data[70:130, 10:150].compute(), data[70:130, 10:150])
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_contiguous_tiff_reads_regions_not_whole_planes(tmp_path, byteorder):
+    """One strip for the whole plane (tifffile's default, and many exporters') is mapped region by
+    region, so a small region does not read the whole image."""
+    path = tmp_path / "strip.tif"
+    data = ramp((600, 520))
+    tifffile.imwrite(path, data, byteorder=byteorder)
+    image = io.open_image(path)
+    assert image.data.chunksize == (256, 256) and image.dtype.isnative
+    np.testing.assert_array_equal(image.data[300:310, 500:520].compute(), data[300:310, 500:520])
 
 
 # ---------------------------------------------------------------------------- zarr / OME-Zarr
@@ -468,6 +480,13 @@ def test_atomic_exception_leaves_nothing(tmp_path, kind, error):
                 tmp.write_text("partial")
             raise error("interrupted")
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_write_removes_a_killed_writers_temporary(tmp_path):
+    path = tmp_path / "report.html"
+    temp_sibling(path).write_text("<html>half")  # what a SIGKILLed writer leaves
+    write_text(path, "<html>whole</html>")
+    assert leftovers(tmp_path) == ["report.html"]
 
 
 def test_atomic_exception_keeps_previous_result(tmp_path):

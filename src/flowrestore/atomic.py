@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -14,6 +15,16 @@ def temp_sibling(path: str | os.PathLike) -> Path:
     """A hidden name in the same folder, so the final rename never crosses a file system."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale(path: str | os.PathLike) -> None:
+    """Remove the temporaries of `path` that a killed writer (SIGKILL, power loss) left behind.
+
+    Safe because an output has one writer at a time (Snakemake runs one job per output).
+    """
+    path = Path(path)
+    for old in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.tmp-*")):
+        remove(old)
 
 
 def remove(path: str | os.PathLike) -> None:
@@ -38,6 +49,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write to; it becomes `path` only if the block finishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path)
     tmp = temp_sibling(path)
     try:
         yield tmp

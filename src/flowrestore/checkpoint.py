@@ -27,10 +27,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # not a reference to code: a damaged or foreign pickle
+            raise InputError(path, "is not a readable checkpoint (its pickled data is damaged or of another kind)",
+                             "the file is truncated or not a torch checkpoint; train again") from exc
         raise InputError(path, "refused: the checkpoint contains pickled code or objects, which could run arbitrary code "
                          "when loaded", "use a checkpoint written by flowrestore (tensors and plain data only)") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(path, f"is not a readable checkpoint ({str(exc).splitlines()[0][:160]})",
+    except Exception as exc:  # a truncated or foreign file fails anywhere in torch's reader
+        raise InputError(path, f"is not a readable checkpoint ({_brief(exc)})",
                          "the file is truncated or not a torch checkpoint; train again") from exc
     if not isinstance(payload, dict) or "identity" not in payload or "ema" not in payload:
         raise InputError(path, "is not a flowrestore checkpoint (no model identity or weights)",
@@ -46,7 +49,12 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
         method = get_method(identity["method"])
         net = UNet(NetConfig(**identity["net"]))
         net.load_state_dict(payload["ema"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise InputError(path, f"does not match the network it declares ({str(exc).splitlines()[0][:160]})",
+    except Exception as exc:  # whatever field is missing, mistyped or of another shape
+        raise InputError(path, f"does not match the network it declares ({_brief(exc)})",
                          "retrain the model; the checkpoint was written by another architecture or version") from exc
     return method, net.to(device).eval().requires_grad_(False), identity
+
+
+def _brief(exc: Exception, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,7 +10,12 @@ class InputError(Exception):
 
     def __init__(self, path: str | os.PathLike | None, problem: str, fix: str):
         self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        self.fix = fix
+        # One line whatever the wrapped exception said: logs and terminals show one line per error.
+        self.problem = " ".join(str(problem).split("\n"))
+        self.fix = " ".join(str(fix).split("\n"))
         where = f"{self.path}: " if self.path else ""
-        super().__init__(f"{where}{problem}. Fix: {fix}")
+        super().__init__(f"{where}{self.problem}. Fix: {self.fix}")
+
+    def __reduce__(self):
+        # Rebuilt from its parts when it crosses a process (dask, multiprocessing workers).
+        return type(self), (self.path, self.problem, self.fix)

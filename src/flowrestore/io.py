@@ -1,8 +1,11 @@
 """Reading acquisitions lazily (TIFF, OME-TIFF, zarr, OME-Zarr) and writing OME-Zarr images.
 
 Every reader returns an `Image` whose `data` is a lazy dask array over the file's own chunks
-(TIFF strips/tiles through tifffile's zarr view), so a volume larger than memory is never
-loaded whole. Writers follow OME-NGFF 0.4 (zarr format 2, "/" chunk keys): the version that
+(TIFF strips/tiles through tifffile's zarr view; uncompressed contiguous TIFFs through a memory
+map, region by region), so a volume larger than memory is never loaded whole. A chunk that
+cannot be decoded, whichever step reads it, raises an `InputError` naming the file.
+
+Writers follow OME-NGFF 0.4 (zarr format 2, "/" chunk keys): the version that
 napari-ome-zarr, Fiji/MoBIE and BigDataViewer all read. The multiscales metadata is a
 20-line dict; writing it here is smaller than adapting ome-zarr-py's writer to region-wise,
 multi-process writes, and the tests read our output back with ome-zarr-py.
@@ -152,15 +155,54 @@ def _open_tiff(path: Path) -> Image:
             axes = series.axes
             sizes = _tiff_pixel_size(tif)
             _check_tiff_complete(path, tif, series, handler.messages)
+            offset, shape, dtype = series.dataoffset, tuple(series.shape), series.dtype.newbyteorder(tif.byteorder)
     finally:
         logging.getLogger("tifffile").removeHandler(handler)
-    # tifffile's zarr view reads only the strips/tiles a slice touches.
-    store = tifffile.imread(path, aszarr=True)
-    data = da.from_zarr(zarr.open_array(store, mode="r"))
+    if offset is not None:
+        # Uncompressed and contiguous: mapped region by region. The zarr view would make each strip
+        # (often the whole plane) one chunk, so that a small region reads all of it.
+        data = _lazy(path, _mapped(path, offset, shape, dtype), shape, dtype.newbyteorder("="), default_chunks(shape))
+    else:  # tifffile's zarr view reads only the strips/tiles a slice touches
+        array = zarr.open_array(tifffile.imread(path, aszarr=True), mode="r")
+        data = _lazy(path, array.__getitem__, array.shape, array.dtype, array.chunks)
     if data.ndim != len(axes):
         raise InputError(path, "has inconsistent pages", "export the image again as one series")
     data, kept = _squeeze_axes(path, data, axes.replace("S", "C").replace("Q", "Z").replace("I", "Z"))
     return Image(str(path), data, kept, tuple(sizes.get(ax, 1.0) for ax in kept))
+
+
+def _mapped(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+    """Region reads of uncompressed contiguous pixels: mapped per read and unmapped after, so only
+    the pages a region touches are read and none of them stay resident."""
+
+    def read(key):
+        return np.array(np.memmap(path, dtype, "r", offset, shape)[key], dtype=dtype.newbyteorder("="))
+
+    return read
+
+
+class _ChunkReader:
+    """What dask reads chunks through: a chunk that cannot be decoded (a truncated or damaged
+    file) is an InputError naming the file, whichever step happens to read it."""
+
+    def __init__(self, path: Path, read, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.read = str(path), read
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.read(key))
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise InputError(self.path, f"cannot be read ({type(exc).__name__}: {_first_line(exc)})",
+                             "the file is corrupt or truncated; export or copy it again") from exc
+
+
+def _lazy(path: Path, read, shape, dtype, chunks) -> da.Array:
+    reader = _ChunkReader(path, read, shape, dtype)
+    return da.from_array(reader, chunks=chunks, name=False, asarray=False, fancy=False,
+                         meta=np.empty((0,) * reader.ndim, reader.dtype))
 
 
 def _tiff_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
@@ -213,7 +255,7 @@ def _open_zarr(path: Path) -> Image:
     else:
         raise InputError(path, "is a zarr group without OME-NGFF multiscales metadata",
                          "give the path of the array itself (e.g. image.zarr/0) or an OME-Zarr image")
-    data = da.from_zarr(array)
+    data = _lazy(path, array.__getitem__, array.shape, array.dtype, array.chunks)
     if axes is None:
         axes = {2: "YX", 3: "ZYX"}.get(data.ndim)
         if axes is None:

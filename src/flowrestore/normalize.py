@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
+from .errors import InputError
+
 # Percentiles from a strided subsample: exact enough for 0.1/99.9 and cheap on huge volumes.
 MAX_SAMPLES = 4_000_000
 
@@ -37,6 +39,14 @@ def subsample(data: da.Array, max_samples: int = MAX_SAMPLES) -> da.Array:
     return data[tuple(slice(None, None, step) for _ in range(data.ndim))]
 
 
-def percentiles(sample: np.ndarray, low: float, high: float) -> Normalization:
-    lo, hi = np.percentile(np.asarray(sample, dtype=np.float64), [low, high])
+def percentiles(sample: np.ndarray, low: float, high: float, path=None) -> Normalization:
+    """Raises an InputError naming `path` (the image sampled) when the image cannot be normalised."""
+    sample = np.asarray(sample, dtype=np.float64)
+    if not np.isfinite(sample).all():
+        raise InputError(path, "contains NaN or infinite pixels",
+                         "replace them (e.g. Fiji: Process > Math > Remove NaNs) or crop them away")
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        raise InputError(path, f"has no contrast between the {low} and {high} percentiles (constant or nearly so)",
+                         "check the export, or lower normalize.low / raise normalize.high")
     return Normalization(float(lo), float(hi))

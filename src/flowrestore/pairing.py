@@ -125,7 +125,12 @@ def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None
         if empty:
             raise InputError(sheet, f"line {i}: empty {', '.join(empty)}",
                              "fill in acquisition, input and target on every row (tab-separated)")
-        out.append((acq, _inside(inp, root, sheet), _inside(tgt, root, sheet), split))
+        files = [_inside(inp, root, sheet), _inside(tgt, root, sheet)]
+        for listed, path in zip((inp, tgt), files):
+            if not os.path.exists(path):
+                raise InputError(sheet, f"line {i}: {listed!r} does not exist (looked in {root})",
+                                 "fix the path (relative to the data folder) or add the file")
+        out.append((acq, *files, split))
     return out
 
 
@@ -203,11 +208,7 @@ def check_pair(pair: Pair, low: float = 0.1, high: float = 99.9, registration_to
                              "replace them (e.g. Fiji: Process > Math > Remove NaNs) or crop them away")
         if lo == hi:
             raise InputError(img.path, f"is constant (every pixel is {lo})", "check the export; an empty image cannot be restored")
-        norm = percentiles(sample, low, high)
-        if norm.high <= norm.low:
-            raise InputError(img.path, f"has no contrast between the {low} and {high} percentiles",
-                             "check the export, or lower normalize.low / raise normalize.high")
-        stats[role] = norm
+        stats[role] = percentiles(sample, low, high, img.path)
     if registration_tolerance is not None:
         crop = _central_crop(inp.shape, REGISTRATION_CROP)
         (a,), (b,) = _compute(inp.path, inp.data[crop]), _compute(tgt.path, tgt.data[crop])

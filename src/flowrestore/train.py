@@ -34,8 +34,8 @@ TRAIN_DEFAULTS = dict(steps=1000, batch_size=16, patch_size=64, lr=2e-3, weight_
                       workers=0, foreground=0.5, seed=0, compile=False, amp=True, device="auto")
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(InputError):
+    """The loss stopped being finite: a setting to change, reported in one line like bad input."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -106,8 +106,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     """Train (or resume) and write `checkpoint.pt`, `metrics.tsv` and `loss.png` to output_dir."""
     cfg = {**TRAIN_DEFAULTS, **train_config}
     out = Path(output_dir)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    work = out / "work"  # created by the first checkpoint: a refused start leaves nothing behind
     device = resolve_device(cfg["device"])
     method = get_method(method_name)
     dims = len(open_shape(train_acquisitions[0]))
@@ -151,6 +150,8 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     model = torch.compile(net) if cfg["compile"] else net
     amp = cfg["amp"] and device.type == "cuda"
 
+    saved = state.step  # step of the last good checkpoint; 0: none yet
+
     def save(path: Path, final: bool = False) -> None:
         save_checkpoint(path, {
             "identity": identity, "step": state.step, "metrics": state.metrics,
@@ -167,9 +168,10 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         y, x1 = y.to(device, non_blocking=True), x1.to(device, non_blocking=True)
         loss = step_fn(y, x1, _step_generator(cfg["seed"], state.step, device))
         if loss is None:
-            raise TrainingDiverged(
-                f"training of {name} diverged at step {state.step} (loss is not finite); the last good state is kept "
-                f"in {resume}. Fix: lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
+            kept = f"this file keeps the last good state (step {saved})" if saved else "no checkpoint was written yet"
+            raise TrainingDiverged(resume if saved else out, f"training of {name} diverged at step {state.step} "
+                                   f"(loss is not finite); {kept}",
+                                   f"lower train.lr (now {cfg['lr']}) or train.grad_clip, then rerun")
         state.step += 1
         _update_ema(ema, net, cfg["ema"], state.step)
         running.append(loss)
@@ -185,6 +187,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
             running, t_last = [], time.perf_counter()
         if state.step % cfg["checkpoint_every"] == 0 or last:
             save(resume)
+            saved = state.step
     bar.close()
     save(out / "checkpoint.pt", final=True)
     # What the model is, readable without torch (prediction planning reads it on the head node).
