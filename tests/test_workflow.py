@@ -68,9 +68,9 @@ def test_new_acquisition_runs_only_new_jobs(workdir):
     (workdir / "data" / f"{name}_confocal.tif").write_bytes((workdir / "data" / "demo000_confocal.tif").read_bytes())
     jobs = planned_jobs(workdir)
     # The new acquisition's own jobs (one per model for predictions), and the summaries that include it;
-    # no training, and nothing for the acquisitions already done.
+    # no training, no refit of the calibration (val is unchanged), and nothing for the acquisitions already done.
     assert jobs == {"check_pair": 1, "pair": 1, "convert": 2, "predict_prepare": 2, "predict_shard": 2, "predict": 2,
-                    "example": 1, "evaluate": 1, "calibrate": 1, "report": 1, "all": 1}, jobs
+                    "example": 1, "evaluate": 1, "judge_calibration": 1, "report": 1, "all": 1}, jobs
     snakemake(workdir, "--cores", "2")
     assert name in {r["pair_id"] for r in read_rows(workdir / "results" / "pairs.tsv")}
 
@@ -92,7 +92,7 @@ def test_wrong_type_or_range_names_the_key(tmp_path, setting, expected):
     result = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
     text = result.stderr + result.stdout
-    assert expected in text and "Error validating config" in text
+    assert expected in text and "bad.yaml" in text and "Fix:" in text
 
 
 def test_missing_partner_stops_before_any_job(tmp_path):

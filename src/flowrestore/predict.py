@@ -73,7 +73,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     """Create (or keep, when resuming) the partial store and return the plan description."""
     image = open_image(image_path)
     if normalization is None:
-        normalization = percentiles(subsample(image.data).compute(), low, high)
+        normalization = percentiles(subsample(image.data).compute(), low, high, image_path)
     identity = describe_model(checkpoint)
     stochastic = identity["stochastic"]
     sampling = _sampling(settings)
@@ -100,6 +100,9 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if plan_file.exists() and json.loads(plan_file.read_text()) == plan:
         log.info("resuming the partial prediction in %s", work)
         return plan
+    from .checkpoint import load_model
+
+    load_model(checkpoint)  # a checkpoint that cannot be restored fails here, before any store is made
     remove(work)
     create_ome_zarr(work, image.shape, np.float32, image.axes, image.pixel_size, chunks, channels=plan["channels"],
                     fill_value=float("nan"), name=Path(output).name)
