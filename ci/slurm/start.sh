@@ -255,6 +255,7 @@ restart_if_changed slurmd    "$RUN/slurmd.pid"    slurm.conf gres.conf
 dbd_up() { sacctmgr -n -P show cluster format=cluster; }
 if ! pid_alive "$RUN/slurmdbd.pid"; then
   log "starting slurmdbd"
+  rm -f "$RUN/slurmdbd.pid"  # stale from an earlier boot: read before the new daemon rewrites it, it looks like a crash
   launch "$LOGS/slurmdbd.log" slurmdbd || die "slurmdbd failed to start"
 fi
 wait_for 60 "slurmdbd" alive_and slurmdbd "$RUN/slurmdbd.pid" dbd_up
@@ -281,11 +282,13 @@ done
 
 if ! pid_alive "$RUN/slurmctld.pid"; then
   log "starting slurmctld"
+  rm -f "$RUN/slurmctld.pid"  # stale from an earlier boot: read before the new daemon rewrites it, it looks like a crash
   launch "$LOGS/slurmctld.log" slurmctld || die "slurmctld failed to start"
 fi
 wait_for 60 "slurmctld" alive_and slurmctld "$RUN/slurmctld.pid" scontrol ping
 if ! pid_alive "$RUN/slurmd.pid"; then
   log "starting slurmd"
+  rm -f "$RUN/slurmd.pid"  # stale from an earlier boot: read before the new daemon rewrites it, it looks like a crash
   launch "$LOGS/slurmd.log" slurmd || die "slurmd failed to start"
 fi
 

@@ -405,7 +405,7 @@ def plain_sentence(judgement: Judgement, level: float = 0.95) -> str:
     if covered is None:
         return ""
     return (f"The std map says how far each restored pixel may be from the truth. On test images never used "
-            f"for fitting, the true intensity lay within ±{z:.2g} × std of the restored value at "
+            f"for fitting, the true intensity lay within ±{z:.3g} × std of the restored value at "
             f"{covered:.0%} of pixels (aimed at {level:.0%}): where the std is high, do not trust the detail; "
             f"where it is low, the restoration is probably right to within about one std.")
 
