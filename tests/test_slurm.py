@@ -44,6 +44,9 @@ SHARDS = 2
 # and the node has 2 cores. That makes 19 jobs.
 ACQUISITIONS = 3
 TEST = [a for a in (f"demo{i:03d}" for i in range(ACQUISITIONS)) if assign_split(a, 0.15, 0.25, 1) == "test"]
+# The guided model's test predictions carry the calibration fitted on its val predictions.
+VAL = [a for a in (f"demo{i:03d}" for i in range(ACQUISITIONS)) if assign_split(a, 0.15, 0.25, 1) == "val"]
+PREDICTIONS = len(MODELS) * len(TEST) + len(VAL)
 TARGETS = ("results/pairs.tsv", *(f"results/predict/{m}/{a}.ome.zarr" for m in MODELS for a in TEST))
 # Blocks of 32x32 (4 per image): each shard job restores 2 of them into the shared partial store.
 RUN_CONFIG = f"predict:\n  shards: {SHARDS}\n  block: [32, 32]\n"
@@ -218,13 +221,14 @@ def test_jobs_run_on_the_cluster_with_gpus_and_one_job_per_shard(runs):
     per_rule = {}
     for rule, wildcards in jobs.values():
         per_rule.setdefault(rule, []).append(wildcards)
-    assert set(per_rule) == {"check_pair", "pair", "convert", "train", "predict_prepare", "predict_shard", "predict"}
+    assert set(per_rule) == {"check_pair", "pair", "convert", "train", "predict_prepare", "predict_shard", "predict",
+                             "calibrate"}
     assert TEST == [r["pair_id"] for r in read_rows(work["slurm"] / "results" / "pairs.tsv") if r["split"] == "test"]
     assert len(per_rule["check_pair"]) == ACQUISITIONS
     assert len(per_rule["train"]) == len(MODELS)
     shards = per_rule["predict_shard"]
-    assert len(shards) == len(set(shards)) == SHARDS * len(TEST) * len(MODELS), shards
-    assert len(per_rule["predict"]) == len(TEST) * len(MODELS)
+    assert len(shards) == len(set(shards)) == SHARDS * PREDICTIONS, shards
+    assert len(per_rule["predict"]) == PREDICTIONS
     # Each shard job restored its own share of the blocks.
     for wildcards in shards:
         model, acquisition, shard = wildcards.rsplit("_", 2)
@@ -237,7 +241,7 @@ def test_cluster_and_local_runs_give_the_same_results(runs):
     slurm, local = (work[k] / "results" for k in ("slurm", "local"))
     assert (slurm / "pairs.tsv").read_text() == (local / "pairs.tsv").read_text()
     predictions = sorted(p.relative_to(local) for p in (local / "predict").glob("*/*.ome.zarr"))
-    assert len(predictions) == len(MODELS) * len(TEST), predictions
+    assert len(predictions) == PREDICTIONS, predictions
     assert predictions == sorted(p.relative_to(slurm) for p in (slurm / "predict").glob("*/*.ome.zarr"))
     for name in predictions:
         expected, got = read_prediction(local / name), read_prediction(slurm / name)
