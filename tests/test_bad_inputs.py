@@ -33,6 +33,7 @@ from flowrestore.checkpoint import load_model
 from flowrestore.cli import main, rule_script
 from flowrestore.config import check_config
 from flowrestore.errors import InputError
+from flowrestore.normalize import MAX_SAMPLES
 from flowrestore.pairing import plan_pairs
 from flowrestore.predict import partial_path, predict, read_prediction
 from flowrestore.simulate import make_pair
@@ -405,13 +406,17 @@ def _predict_case(tmp: Path, model, kind: str) -> LibraryCase:
     image = make_pair((40, 40), 5)[0].astype(np.float32)
     if kind == "nan":
         image[10:20, 10:20] = np.nan
+    elif kind == "nan-off-the-subsample":
+        # Large enough that the percentiles see every other pixel only; the NaN sits between them.
+        image = np.tile(image, (52, 52))
+        assert image.size > MAX_SAMPLES
+        image[1, 1] = np.nan
     else:
         image[:] = 7
     source = Path(write_tiff(tmp / f"{kind}.tif", image))
     out = tmp / "predicted" / "x.ome.zarr"
-    words = ("NaN or infinite",) if kind == "nan" else ("no contrast",)
-    # prepare() does not pass the image's path to its normalisation yet (predict.py, another change).
-    return LibraryCase(predict, (model.checkpoint, source, out, {"tile": 32, "samples": 2}), None, words,
+    words = ("no contrast",) if kind == "constant" else ("NaN or infinite",)
+    return LibraryCase(predict, (model.checkpoint, source, out, {"tile": 32, "samples": 2}), str(source), words,
                        inputs=[source], output=out.parent)
 
 
@@ -423,6 +428,7 @@ LIBRARY_CASES = {
     "image-smaller-than-patch": lambda tmp, m: _train_case(tmp, m, "patch-larger-than-image"),
     "diverging-training": lambda tmp, m: _train_case(tmp, m, "diverging"),
     "nan-image-to-restore": lambda tmp, m: _predict_case(tmp, m, "nan"),
+    "nan-pixel-off-the-percentile-subsample": lambda tmp, m: _predict_case(tmp, m, "nan-off-the-subsample"),
     "constant-image-to-restore": lambda tmp, m: _predict_case(tmp, m, "constant"),
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -39,12 +40,25 @@ def subsample(data: da.Array, max_samples: int = MAX_SAMPLES) -> da.Array:
     return data[tuple(slice(None, None, step) for _ in range(data.ndim))]
 
 
+NOT_FINITE = ("contains NaN or infinite pixels", "replace them (e.g. Fiji: Process > Math > Remove NaNs) or crop them away")
+
+
+def measure(data: da.Array, low: float, high: float, path=None) -> Normalization:
+    """Percentiles of `data`'s subsample, after checking every pixel is finite.
+
+    Both come from one pass: the subsample reads every chunk anyway, so the check costs no extra I/O.
+    """
+    sample, finite = dask.compute(subsample(data), da.isfinite(data).all())
+    if not finite:
+        raise InputError(path, *NOT_FINITE)
+    return percentiles(sample, low, high, path)
+
+
 def percentiles(sample: np.ndarray, low: float, high: float, path=None) -> Normalization:
     """Raises an InputError naming `path` (the image sampled) when the image cannot be normalised."""
     sample = np.asarray(sample, dtype=np.float64)
     if not np.isfinite(sample).all():
-        raise InputError(path, "contains NaN or infinite pixels",
-                         "replace them (e.g. Fiji: Process > Math > Remove NaNs) or crop them away")
+        raise InputError(path, *NOT_FINITE)
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
         raise InputError(path, f"has no contrast between the {low} and {high} percentiles (constant or nearly so)",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .atomic import publish, remove, write_text
 from .errors import InputError
 from .io import create_ome_zarr, default_chunks, open_image
-from .normalize import Normalization, percentiles, subsample
+from .normalize import Normalization, measure
 from .sampling import SamplingConfig
 from .tiling import make_plan
 
@@ -73,7 +73,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     """Create (or keep, when resuming) the partial store and return the plan description."""
     image = open_image(image_path)
     if normalization is None:
-        normalization = percentiles(subsample(image.data).compute(), low, high, image_path)
+        normalization = measure(image.data, low, high, image_path)
     identity = describe_model(checkpoint)
     stochastic = identity["stochastic"]
     sampling = _sampling(settings)
