@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from common import scratch  # noqa: E402
 
 KS = (4, 8, 16, 32)
 
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=None, help="keep the 32-sample predictions here (reused if present)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
-    cache = args.cache or Path(tempfile.mkdtemp(prefix="flowrestore-calibration-"))
+    cache = args.cache or scratch("flowrestore-calibration-")
     os.makedirs(cache, exist_ok=True)
     items = predictions(args.results, args.model, cache, args.device)
     print(f"model {args.model}: fit on {len(items['val'])} val, judged on {len(items['test'])} test acquisitions")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,8 +17,15 @@ from flowrestore.patches import Acquisition
 from flowrestore.simulate import make_pair
 
 
+def scratch(prefix: str = "flowrestore-bench-") -> Path:
+    """A temporary folder removed when the benchmark exits (predictions of large images add up)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)
+
+
 def simulated_acquisitions(n: int, shape: tuple[int, ...], folder: str | None = None) -> list[Acquisition]:
-    folder = Path(folder or tempfile.mkdtemp(prefix="flowrestore-bench-"))
+    folder = Path(folder) if folder else scratch()
     out = []
     for i in range(n):
         wf, conf = make_pair(shape, 100 + i)

@@ -26,8 +26,8 @@ from fixtures import TINY_NET, make_acquisitions
 
 SHAPE, TILE, OVERLAP, BLOCK = (192, 160), 48, 12, 64  # 5 x 5 tiles, 3 x 3 blocks
 # Euler with small steps: the stand-in's field is stiff (rate 4), which large Heun steps would amplify.
-SETTINGS = dict(samples=4, group=4, solver="euler", nfe=8, schedule=1.0, tile=TILE, overlap=OVERLAP, block=[BLOCK, BLOCK], batch=16,
-                keep_samples=0, prefix_means=False, seed=1)
+SETTINGS = dict(samples=4, group=4, solver="euler", nfe=8, schedule=1.0, tile=TILE, overlap=OVERLAP,
+                block=[BLOCK, BLOCK], batch=16, keep_samples=0, prefix_means=False, seed=1)
 
 
 class TileDependentNet(torch.nn.Module):

@@ -11,7 +11,7 @@ from flowrestore.tiling import make_plan, tile_starts, window
 
 
 @pytest.mark.parametrize("nfe", [8, 16])
-def test_heun_is_more_accurate_than_euler_at_equal_evaluations(nfe):
+def test_second_order_solvers_beat_euler_at_equal_evaluations(nfe):
     # dx/dt = -x + t, x(0) = 1 has x(1) = 2/e exactly.
     calls = {"n": 0}
 
@@ -26,14 +26,35 @@ def test_heun_is_more_accurate_than_euler_at_equal_evaluations(nfe):
         calls["n"] = 0
         err[s] = abs(float(solvers.integrate(s, field, x0, nfe, power=1.0)) - exact)
         assert calls["n"] == solvers.evaluations(s, nfe) <= nfe
-    assert err["heun"] < err["euler"] / 2
+    assert err["heun"] < err["euler"] / 2 and err["midpoint"] < err["euler"] / 2
 
 
-def test_heun_never_evaluates_the_velocity_at_t_1():
+@pytest.mark.parametrize("solver,nfe,calls", [("heun", 8, 7), ("midpoint", 8, 8), ("midpoint", 7, 6), ("euler", 8, 8)])
+def test_no_solver_evaluates_the_velocity_at_t_1(solver, nfe, calls):
     # At t = 1 a flow model's velocity has forgotten x0; a corrector there would leave noise behind.
     seen = []
-    solvers.integrate("heun", lambda t, x: seen.append(float(t[0])) or torch.zeros_like(x), torch.zeros(1, 1), 8)
-    assert max(seen) < 1.0 and len(seen) == 7
+    solvers.integrate(solver, lambda t, x: seen.append(float(t[0])) or torch.zeros_like(x), torch.zeros(1, 1), nfe)
+    assert max(seen) < 1.0 and len(seen) == calls == solvers.evaluations(solver, nfe)
+
+
+def test_one_evaluation_is_an_euler_step_for_every_solver():
+    for s in solvers.SOLVERS:
+        x = solvers.integrate(s, lambda t, x: torch.full_like(x, 3.0) - t[:, None], torch.zeros(2, 1), 1)
+        assert torch.equal(x, torch.full((2, 1), 3.0)) and solvers.evaluations(s, 1) == 1
+
+
+def test_straight_paths_are_solved_exactly():
+    # v = (x1 - x) / (1 - t) for a fixed x1 (the straight path to x1): every solver lands on x1.
+    x1 = torch.tensor([[2.0]], dtype=torch.float64)
+    for s in solvers.SOLVERS:
+        x0 = torch.zeros(1, 1, dtype=torch.float64)
+        x = solvers.integrate(s, lambda t, x: (x1 - x) / (1 - t[:, None]), x0, 8, 2.5)
+        assert torch.allclose(x, x1)
+
+
+def test_unknown_solver_is_refused():
+    with pytest.raises(ValueError, match="unknown solver"):
+        solvers.time_grid("rk4", 8)
 
 
 def test_time_grid_shrinks_steps_toward_the_end():
