@@ -205,8 +205,9 @@ def solvers(results: Path, model: str, device: str, samples: int, seed: int) -> 
     for key, label, *_ in SOLVES:
         print(f"    {label:46s} {mean[key]:8.2f} {mean[key] - mean['euler-20']:+11.2f} "
               f"{mean[key] - mean['converged']:+12.2f} {std_ratio[key]:16.2f}")
+    labels = {key: label for key, label, *_ in SOLVES}
     for key in ("heun", "midpoint"):
-        label = dict((k, lab) for k, lab, *_ in SOLVES)[key]
+        label = labels[key]
         gap, gap_c = mean[key] - mean["euler-20"], mean[key] - mean["converged"]
         verdict = "met" if min(gap, gap_c) >= -0.1 else "missed"
         print(f"    {label} - Euler 20 NFE = {gap:+.3f} dB, - converged = {gap_c:+.3f} dB "

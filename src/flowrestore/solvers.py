@@ -22,12 +22,13 @@ Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SOLVERS = ("euler", "heun", "midpoint")
 
 
-def _steps(solver: str, nfe: int) -> int:
+def _plan(solver: str, nfe: int) -> tuple[str, int]:
+    """The solver a budget of `nfe` really allows, and its number of steps."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
-    if solver == "euler" or (solver == "midpoint" and nfe < 2):  # one evaluation buys an Euler step only
-        return nfe
-    return max(1, (nfe + 1) // 2) if solver == "heun" else nfe // 2
+    if solver == "midpoint" and nfe < 2:  # one evaluation buys an Euler step only
+        solver = "euler"
+    return solver, {"euler": nfe, "heun": max(1, (nfe + 1) // 2), "midpoint": nfe // 2}[solver]
 
 
 def time_grid(solver: str, nfe: int, power: float = 2.0) -> list[float]:
@@ -41,16 +42,14 @@ def time_grid(solver: str, nfe: int, power: float = 2.0) -> list[float]:
     Steps shrink toward t = 1 (t_i = 1 - (1 - i/n)^power), where the fine detail is decided
     (the default, 2.5, is set in `SamplingConfig`).
     """
-    steps = _steps(solver, nfe)
+    _, steps = _plan(solver, nfe)
     return [1.0 - (1.0 - i / steps) ** power for i in range(steps + 1)]
 
 
 def evaluations(solver: str, nfe: int) -> int:
     """Network evaluations that a solve really makes (Heun's last step has no corrector)."""
-    steps = _steps(solver, nfe)
-    if solver == "euler" or (solver == "midpoint" and nfe < 2):
-        return steps
-    return 2 * steps - 1 if solver == "heun" else 2 * steps
+    solver, steps = _plan(solver, nfe)
+    return {"euler": steps, "heun": 2 * steps - 1, "midpoint": 2 * steps}[solver]
 
 
 def step(solver: str, field: Field, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
@@ -60,7 +59,7 @@ def step(solver: str, field: Field, x: torch.Tensor, t0: float, t1: float) -> to
     if solver == "euler" or (solver == "heun" and t1 >= 1.0):
         return x + h * v0
     if solver == "midpoint":
-        # Explicit midpoint (RK2): second order, and exact on the stiff straight-path part above.
+        # Explicit midpoint (RK2): second order, and never evaluates at t = 1 (see the module docstring).
         return x + h * field(torch.full_like(t, t0 + 0.5 * h), x + 0.5 * h * v0)
     # Heun (trapezoidal predictor-corrector): second order for one extra evaluation.
     x_pred = x + h * v0
@@ -70,8 +69,7 @@ def step(solver: str, field: Field, x: torch.Tensor, t0: float, t1: float) -> to
 
 def integrate(solver: str, field: Field, x0: torch.Tensor, nfe: int, power: float = 2.0) -> torch.Tensor:
     grid = time_grid(solver, nfe, power)
-    if solver == "midpoint" and nfe < 2:
-        solver = "euler"
+    solver, _ = _plan(solver, nfe)
     x = x0
     for t0, t1 in zip(grid[:-1], grid[1:]):
         x = step(solver, field, x, t0, t1)
