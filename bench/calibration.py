@@ -1,6 +1,6 @@
 """Which uncertainty calibration to trust: UCE and interval coverage on held-out acquisitions.
 
-For K = 4, 8, 16, 32 posterior samples and every method in `flowrestore.calibration.METHODS`,
+For K = 4, 8, 16, 32 posterior samples and every method in `flowrestore.analysis.calibration.METHODS`,
 fits on the demo's val acquisitions and judges on its test acquisitions (never the fit data),
 and prints one table, measured in one run:
   UCE before and after calibration (20 quantile bins of predicted std; 0 is perfect),
@@ -36,8 +36,8 @@ def predictions(results: Path, model: str, cache: Path, device: str) -> dict[str
     """{split: [(TestPair, prediction path)]} for val and test, predicted with max(KS) samples, all kept."""
     import torch
 
-    from flowrestore.evaluate import pairs_of_split
-    from flowrestore.predict import predict
+    from flowrestore.analysis.evaluate import pairs_of_split
+    from flowrestore.inference.predict import predict
 
     from common import threads
 
@@ -58,9 +58,9 @@ def predictions(results: Path, model: str, cache: Path, device: str) -> dict[str
 
 def pixels(split: str, items: list, k: int):
     """The calibration's `Pixels` of one split when only the first k samples exist."""
-    from flowrestore.calibration import Pixels, sample_statistics
+    from flowrestore.analysis.calibration import Pixels, sample_statistics
 
-    from flowrestore.evaluate import load_image, normalised, prediction_info, prediction_norm, read_channels
+    from flowrestore.analysis.evaluate import load_image, normalised, prediction_info, prediction_norm, read_channels
 
     stds, errors, inside = [], [], {}
     for pair, path in items:
@@ -80,7 +80,7 @@ def pixels(split: str, items: list, k: int):
 
 
 def main() -> None:
-    from flowrestore.calibration import METHODS, fit, judge
+    from flowrestore.analysis.calibration import METHODS, fit, judge
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=ROOT / "results")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flowrestore.io import write_ome_zarr
-from flowrestore.normalize import Normalization
-from flowrestore.patches import Acquisition
-from flowrestore.simulate import make_pair
+from flowrestore.data.io import write_ome_zarr
+from flowrestore.data.normalize import Normalization
+from flowrestore.data.patches import Acquisition
+from flowrestore.data.simulate import make_pair
 
 
 def scratch(prefix: str = "flowrestore-bench-") -> Path:

@@ -35,10 +35,10 @@ sys.path.insert(0, str(HERE))
 def overhead(device: str, size: int, samples: int, nfe: int, tile: int, batch: int) -> None:
     import torch
 
-    from flowrestore.checkpoint import load_model
-    from flowrestore.predict import predict
-    from flowrestore.sampling import SamplingConfig
-    from flowrestore.train import resolve_device, train_model
+    from flowrestore.models.checkpoint import load_model
+    from flowrestore.inference.predict import predict
+    from flowrestore.inference.sampling import SamplingConfig
+    from flowrestore.training.loop import resolve_device, train_model
 
     from common import scratch, simulated_acquisitions, threads
 
@@ -97,7 +97,7 @@ def _rss_child(shape: str, workdir: str) -> None:
     import torch
 
     from common import peak_rss_mb
-    from flowrestore.predict import predict
+    from flowrestore.inference.predict import predict
 
     torch.set_num_threads(1)
     shape_t = tuple(int(s) for s in shape.split("x"))
@@ -115,8 +115,8 @@ def memory(small: tuple[int, int, int], repeats: int) -> None:
     processes and the lowest peak of each is compared, as timeit takes the fastest run."""
     import dask.array as da
 
-    from flowrestore.io import write_ome_zarr
-    from flowrestore.train import train_model
+    from flowrestore.data.io import write_ome_zarr
+    from flowrestore.training.loop import train_model
 
     from common import scratch, simulated_acquisitions
 
@@ -166,11 +166,11 @@ def solvers(results: Path, model: str, device: str, samples: int, seed: int) -> 
     """
     import torch
 
-    from flowrestore.metrics import psnr
-    from flowrestore.pairing import read_rows
-    from flowrestore.predict import predict, read_prediction
-    from flowrestore.io import open_image
-    from flowrestore.sampling import SamplingConfig
+    from flowrestore.analysis.metrics import psnr
+    from flowrestore.data.pairing import read_rows
+    from flowrestore.inference.predict import predict, read_prediction
+    from flowrestore.data.io import open_image
+    from flowrestore.inference.sampling import SamplingConfig
 
     from common import scratch, threads
 

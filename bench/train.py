@@ -16,9 +16,9 @@ import time
 import torch
 
 from flowrestore.methods import get_method
-from flowrestore.nets import NetConfig, UNet, count_parameters
-from flowrestore.patches import PatchBatches
-from flowrestore.train import _step_generator, make_step, resolve_device
+from flowrestore.models.nets import NetConfig, UNet, count_parameters
+from flowrestore.data.patches import PatchBatches
+from flowrestore.training.loop import _step_generator, make_step, resolve_device
 
 from common import simulated_acquisitions, threads
 

@@ -1,6 +1,6 @@
-from flowrestore.calibration import calibrate_model, write_json
+from flowrestore.analysis.calibration import calibrate_model, write_json
 from flowrestore.cli import rule_script
-from flowrestore.evaluate import pairs_of_split
+from flowrestore.analysis.evaluate import pairs_of_split
 
 with rule_script(snakemake):
     settings = snakemake.params.settings

@@ -1,5 +1,5 @@
 from flowrestore.cli import rule_script
-from flowrestore.pairing import check_pair, write_rows
+from flowrestore.data.pairing import check_pair, write_rows
 
 with rule_script(snakemake):
     norm = snakemake.params.normalize

@@ -1,5 +1,5 @@
 from flowrestore.cli import rule_script
-from flowrestore.io import convert
+from flowrestore.data.io import convert
 
 with rule_script(snakemake):
     convert(snakemake.input[0], snakemake.output.image, snakemake.params.chunks)

@@ -1,5 +1,5 @@
 from flowrestore.cli import rule_script
-from flowrestore.simulate import write_demo
+from flowrestore.data.simulate import write_demo
 
 with rule_script(snakemake):
     data, demo = snakemake.params.data, snakemake.params.demo

@@ -1,6 +1,6 @@
 from flowrestore.cli import rule_script
-from flowrestore.evaluate import baselines, read_tsv, run
-from flowrestore.plots import perception_distortion
+from flowrestore.analysis.evaluate import baselines, read_tsv, run
+from flowrestore.analysis.plots import perception_distortion
 
 with rule_script(snakemake):
     out = snakemake.output

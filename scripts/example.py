@@ -1,6 +1,6 @@
 from flowrestore.cli import rule_script
-from flowrestore.evaluate import example_panels, lateral_pixel_size, pairs_of_split
-from flowrestore.plots import example_crops
+from flowrestore.analysis.evaluate import example_panels, lateral_pixel_size, pairs_of_split
+from flowrestore.analysis.plots import example_crops
 
 with rule_script(snakemake):
     acquisition = snakemake.wildcards.acquisition

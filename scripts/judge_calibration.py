@@ -1,9 +1,9 @@
 import json
 
-from flowrestore.calibration import judge_model, write_json
+from flowrestore.analysis.calibration import judge_model, write_json
 from flowrestore.cli import rule_script
-from flowrestore.evaluate import pairs_of_split, write_tsv
-from flowrestore.plots import calibration_curve
+from flowrestore.analysis.evaluate import pairs_of_split, write_tsv
+from flowrestore.analysis.plots import calibration_curve
 
 with rule_script(snakemake):
     fitted = json.loads(open(snakemake.input.calibration).read())

@@ -1,5 +1,5 @@
 from flowrestore.cli import rule_script
-from flowrestore.pairing import write_manifest
+from flowrestore.data.pairing import write_manifest
 
 with rule_script(snakemake):
     write_manifest(snakemake.input.rows, snakemake.output.manifest)

@@ -4,7 +4,7 @@ import torch  # noqa: F401  (imported before rule_script so it sets the thread c
 
 from flowrestore.atomic import write_text
 from flowrestore.cli import rule_script
-from flowrestore.predict import prepare
+from flowrestore.inference.predict import prepare
 
 with rule_script(snakemake):
     norm = snakemake.params.normalize

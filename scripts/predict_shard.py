@@ -4,7 +4,7 @@ import torch  # noqa: F401  (imported before rule_script so it sets the thread c
 
 from flowrestore.atomic import write_text
 from flowrestore.cli import rule_script
-from flowrestore.predict import run_shard
+from flowrestore.inference.predict import run_shard
 
 with rule_script(snakemake):
     stats = run_shard(snakemake.input.checkpoint, snakemake.params.prediction, int(snakemake.wildcards.shard),

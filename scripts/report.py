@@ -1,5 +1,5 @@
 from flowrestore.cli import rule_script
-from flowrestore.report import build_report, example_figures, training_figures
+from flowrestore.analysis.report import build_report, example_figures, training_figures
 
 with rule_script(snakemake):
     inp, params = snakemake.input, snakemake.params

@@ -3,9 +3,9 @@ import torch  # noqa: F401  (imported before rule_script so it sets the thread c
 from pathlib import Path
 
 from flowrestore.cli import rule_script
-from flowrestore.pairing import read_rows
-from flowrestore.patches import acquisitions_from_manifest
-from flowrestore.train import train_model
+from flowrestore.data.pairing import read_rows
+from flowrestore.data.patches import acquisitions_from_manifest
+from flowrestore.training.loop import train_model
 
 with rule_script(snakemake):
     rows = read_rows(snakemake.input.manifest)

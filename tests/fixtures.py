@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from flowrestore.io import write_ome_zarr
-from flowrestore.normalize import Normalization
-from flowrestore.patches import Acquisition
-from flowrestore.simulate import make_pair
+from flowrestore.data.io import write_ome_zarr
+from flowrestore.data.normalize import Normalization
+from flowrestore.data.patches import Acquisition
+from flowrestore.data.simulate import make_pair
 
 TINY_NET = {"channels": 8, "multipliers": [1, 2], "blocks": 1}
 ROOT = Path(__file__).resolve().parents[1]

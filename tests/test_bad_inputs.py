@@ -29,15 +29,15 @@ import torch
 import yaml
 import zarr
 
-from flowrestore.checkpoint import load_model
+from flowrestore.models.checkpoint import load_model
 from flowrestore.cli import main, rule_script
 from flowrestore.config import check_config
 from flowrestore.errors import InputError
-from flowrestore.normalize import MAX_SAMPLES
-from flowrestore.pairing import plan_pairs
-from flowrestore.predict import partial_path, predict, read_prediction
-from flowrestore.simulate import make_pair
-from flowrestore.train import train_model
+from flowrestore.data.normalize import MAX_SAMPLES
+from flowrestore.data.pairing import plan_pairs
+from flowrestore.inference.predict import partial_path, predict, read_prediction
+from flowrestore.data.simulate import make_pair
+from flowrestore.training.loop import train_model
 
 from fixtures import ROOT, TINY_NET, digests, files_besides_logs, make_acquisitions, snakemake_command, write_tiff
 

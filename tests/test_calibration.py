@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowrestore import calibration as C
+from flowrestore.analysis import calibration as C
 from flowrestore.errors import InputError
-from flowrestore.evaluate import pairs_of_split
+from flowrestore.analysis.evaluate import pairs_of_split
 
 from test_evaluate import make_run
 
@@ -102,7 +102,7 @@ def test_unknown_method_is_an_input_error():
 
 
 def test_calibrate_model_on_prediction_files(tmp_path):
-    from flowrestore.plots import calibration_curve
+    from flowrestore.analysis.plots import calibration_curve
 
     run = make_run(tmp_path, shape=(96, 96), test=2, val=2, noise=0.05, std_ratio=0.5, regression=False)
     val = pairs_of_split(run["manifest"], run["convert"], "val")

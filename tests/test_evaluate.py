@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from flowrestore import evaluate as E
+from flowrestore.analysis import evaluate as E
 from flowrestore.errors import InputError
-from flowrestore.io import create_ome_zarr, write_ome_zarr
-from flowrestore.pairing import write_rows
+from flowrestore.data.io import create_ome_zarr, write_ome_zarr
+from flowrestore.data.pairing import write_rows
 
 PIXEL = 0.2
 
@@ -183,7 +183,7 @@ def test_prefix_channels_falls_back_to_the_sample():
 
 
 def test_run_writes_all_tables_and_plots(run, tmp_path):
-    from flowrestore.plots import example_crops, perception_distortion
+    from flowrestore.analysis.plots import example_crops, perception_distortion
 
     out = {k: tmp_path / f"{k}.tsv" for k in ("metrics", "summary", "pd", "comparisons")}
     E.run(run["manifest"], run["convert"], run["predict"], run["models"], out["metrics"], out["summary"], out["pd"],

@@ -21,12 +21,12 @@ from types import SimpleNamespace
 import pytest
 import zarr
 
-from flowrestore import evaluate as E
-from flowrestore.checkpoint import load_checkpoint, load_model
-from flowrestore.predict import DONE_DIR, partial_path
-from flowrestore.report import build_report
-from flowrestore.simulate import make_pair
-from flowrestore.train import train_model
+from flowrestore.analysis import evaluate as E
+from flowrestore.models.checkpoint import load_checkpoint, load_model
+from flowrestore.inference.predict import DONE_DIR, partial_path
+from flowrestore.analysis.report import build_report
+from flowrestore.data.simulate import make_pair
+from flowrestore.training.loop import train_model
 
 from fixtures import TINY_NET, digests, make_acquisitions, snakemake_command, write_tiff
 
@@ -169,7 +169,7 @@ def test_second_run_in_the_same_directory_is_refused_and_harms_nothing(training)
 PREDICT = """\
 import json, sys, torch
 torch.set_num_threads(1)
-from flowrestore.predict import predict
+from flowrestore.inference.predict import predict
 print(json.dumps(predict(*sys.argv[1:4], settings={settings!r}, device="cpu")))
 """
 SETTINGS = {"tile": 32, "overlap": 8, "block": [32, 32]}
@@ -244,7 +244,7 @@ def half_writing_open(file, mode="r", *args, **kwargs):
 
 
 io.open = builtins.open = half_writing_open
-from flowrestore.report import build_report
+from flowrestore.analysis.report import build_report
 
 build_report(**json.loads(sys.argv[1]))
 """

@@ -13,10 +13,10 @@ import pytest
 import tifffile
 import zarr
 
-from flowrestore import io
+from flowrestore.data import io
 from flowrestore.atomic import atomic_output, temp_sibling, write_text
 from flowrestore.errors import InputError
-from flowrestore.simulate import write_demo
+from flowrestore.data.simulate import write_demo
 
 
 def input_error(call, *args, path=None):
@@ -416,7 +416,7 @@ def test_convert_large_tiff_lazily(big_paths):
                     return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
             except OSError:
                 return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        from flowrestore.io import convert
+        from flowrestore.data.io import convert
         base = hwm()
         convert({str(src)!r}, {str(dst)!r})
         print(json.dumps({{"base": base, "peak": hwm()}}))

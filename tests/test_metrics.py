@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from flowrestore import metrics as M
-from flowrestore.metrics import MetricUnavailable
+from flowrestore.analysis import metrics as M
+from flowrestore.analysis.metrics import MetricUnavailable
 
 W5 = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

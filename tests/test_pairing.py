@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from flowrestore import pairing
+from flowrestore.data import pairing
 from flowrestore.errors import InputError
-from flowrestore.pairing import (COLUMNS, Pair, assign_split, check_pair, pairs_from_folder, pairs_from_sheet,
+from flowrestore.data.pairing import (COLUMNS, Pair, assign_split, check_pair, pairs_from_folder, pairs_from_sheet,
                                  plan_pairs, read_rows, write_manifest, write_rows)
-from flowrestore.simulate import make_pair, write_demo
+from flowrestore.data.simulate import make_pair, write_demo
 
 WF, CF = "{acquisition}_wf.tif", "{acquisition}_confocal.tif"
 SHAPE = (64, 64)

@@ -5,11 +5,12 @@ import pytest
 import torch
 import zarr
 
-from flowrestore import engine, predict as predict_module
+from flowrestore.inference import engine
+from flowrestore.inference import predict as predict_module
 from flowrestore.errors import InputError
-from flowrestore.io import open_image
-from flowrestore.predict import finalize, partial_path, predict, prepare, read_prediction, run_shard
-from flowrestore.train import train_model
+from flowrestore.data.io import open_image
+from flowrestore.inference.predict import finalize, partial_path, predict, prepare, read_prediction, run_shard
+from flowrestore.training.loop import train_model
 
 from fixtures import TINY_NET, make_acquisitions
 
@@ -155,7 +156,7 @@ def test_model_of_other_dimensionality_is_refused(setup, tmp_path):
 
 
 def test_calibration_is_applied_block_by_block_and_recorded(setup, tmp_path):
-    from flowrestore.calibration import Calibration, write_json
+    from flowrestore.analysis.calibration import Calibration, write_json
 
     root, data, models = setup
     calibration = Calibration("linear", {"a": 2.0, "b": 0.01}, "val", ("v0",), SETTINGS["samples"])
@@ -172,7 +173,7 @@ def test_calibration_is_applied_block_by_block_and_recorded(setup, tmp_path):
 
 
 def test_calibration_fitted_for_another_k_is_refused(setup, tmp_path):
-    from flowrestore.calibration import Calibration, write_json
+    from flowrestore.analysis.calibration import Calibration, write_json
 
     root, data, models = setup
     write_json({"calibration": Calibration("linear", {"a": 2.0, "b": 0.0}, "val", ("v0",), 16).to_json()},

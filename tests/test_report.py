@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flowrestore import calibration as C
-from flowrestore import evaluate as E
-from flowrestore import plots
-from flowrestore.report import Figure, build_report, example_figures
+from flowrestore.analysis import calibration as C
+from flowrestore.analysis import evaluate as E
+from flowrestore.analysis import plots
+from flowrestore.analysis.report import Figure, build_report, example_figures
 
 from test_evaluate import PIXEL, make_run
 
@@ -82,7 +82,7 @@ def test_report_holds_tables_numbers_config_and_captions(report):
 
 def test_missing_images_fail_loudly(tmp_path, report):
     with pytest.raises(FileNotFoundError):
-        from flowrestore.report import data_uri
+        from flowrestore.analysis.report import data_uri
 
         data_uri(tmp_path / "nope.png")
 

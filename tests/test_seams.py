@@ -16,11 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowrestore import checkpoint, engine
-from flowrestore.nets import NetConfig
-from flowrestore.predict import predict, read_prediction
-from flowrestore.tiling import make_plan
-from flowrestore.train import train_model
+from flowrestore.models import checkpoint
+from flowrestore.inference import engine
+from flowrestore.models.nets import NetConfig
+from flowrestore.inference.predict import predict, read_prediction
+from flowrestore.inference.tiling import make_plan
+from flowrestore.training.loop import train_model
 
 from fixtures import TINY_NET, make_acquisitions
 

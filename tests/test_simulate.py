@@ -5,8 +5,8 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from flowrestore import simulate as S
-from flowrestore.simulate import Microscope
+from flowrestore.data import simulate as S
+from flowrestore.data.simulate import Microscope
 
 SHAPE_2D = (128, 128)
 SHAPE_3D = (12, 64, 64)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowrestore import solvers
-from flowrestore.noise import gaussian
-from flowrestore.tiling import make_plan, tile_starts, window
+from flowrestore.inference import solvers
+from flowrestore.inference.keyed_noise import gaussian
+from flowrestore.inference.tiling import make_plan, tile_starts, window
 
 
 @pytest.mark.parametrize("nfe", [8, 16])

@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 import torch
 
-from flowrestore import train as train_module
-from flowrestore.checkpoint import load_checkpoint, load_model
+from flowrestore.training import loop as train_module
+from flowrestore.models.checkpoint import load_checkpoint, load_model
 from flowrestore.errors import InputError
-from flowrestore.train import TrainingDiverged, lr_factor, train_model
+from flowrestore.training.loop import TrainingDiverged, lr_factor, train_model
 
 from fixtures import TINY_NET, make_acquisitions
 

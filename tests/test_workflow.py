@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flowrestore.pairing import assign_split, read_rows
-from flowrestore.predict import read_prediction
-from flowrestore.simulate import write_demo
+from flowrestore.data.pairing import assign_split, read_rows
+from flowrestore.inference.predict import read_prediction
+from flowrestore.data.simulate import write_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"

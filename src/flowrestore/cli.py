@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         if args.command == "demo":
-            from .simulate import write_demo
+            from .data.simulate import write_demo
 
             ids = write_demo(args.folder, args.acquisitions, tuple(args.shape), seed=args.seed)
             print(f"wrote {len(ids)} pairs to {args.folder}")
         elif args.command == "convert":
-            from .io import convert
+            from .data.io import convert
 
             convert(args.source, args.destination)
     except InputError as error:

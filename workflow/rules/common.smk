@@ -4,7 +4,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from flowrestore.errors import InputError
-from flowrestore.pairing import plan_pairs
+from flowrestore.data.pairing import plan_pairs
 
 
 validate(config, "../schemas/config.schema.yaml")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_output
-from .errors import InputError
-from .methods import get_method
+from ..atomic import atomic_output
+from ..errors import InputError
+from ..methods import get_method
 from .nets import NetConfig, UNet
 
 

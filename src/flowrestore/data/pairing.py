@@ -20,8 +20,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .atomic import atomic_output
-from .errors import InputError
+from ..atomic import atomic_output
+from ..errors import InputError
 from .io import open_image
 from .normalize import percentiles, subsample
 

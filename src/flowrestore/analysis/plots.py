@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .atomic import atomic_output  # noqa: E402
+from ..atomic import atomic_output  # noqa: E402
 
 
 def save(fig, path: str | os.PathLike) -> None:

@@ -36,8 +36,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .atomic import write_text
-from .errors import InputError
+from ..atomic import write_text
+from ..errors import InputError
 from .evaluate import TestPair, check_shape, load_image, normalised, prediction_info, prediction_norm, read_channels
 
 log = logging.getLogger(__name__)

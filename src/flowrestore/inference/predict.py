@@ -23,10 +23,10 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from .atomic import publish, remove, write_text
-from .errors import InputError
-from .io import create_ome_zarr, default_chunks, open_image
-from .normalize import Normalization, measure
+from ..atomic import publish, remove, write_text
+from ..errors import InputError
+from ..data.io import create_ome_zarr, default_chunks, open_image
+from ..data.normalize import Normalization, measure
 from .sampling import SamplingConfig
 from .tiling import make_plan
 
@@ -100,7 +100,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if plan_file.exists() and json.loads(plan_file.read_text()) == plan:
         log.info("resuming the partial prediction in %s", work)
         return plan
-    from .checkpoint import load_model
+    from ..models.checkpoint import load_model
 
     load_model(checkpoint)  # a checkpoint that cannot be restored fails here, before any store is made
     remove(work)
@@ -116,7 +116,7 @@ def describe_model(checkpoint) -> dict:
     sidecar = Path(checkpoint).with_name("model.json")
     if sidecar.exists():
         return json.loads(sidecar.read_text())
-    from .checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint)["identity"]
 
@@ -141,9 +141,9 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     plan = json.loads(plan_file.read_text())
     import torch
 
-    from .checkpoint import load_model
+    from ..models.checkpoint import load_model
     from .engine import Restorer
-    from .train import resolve_device
+    from ..training.loop import resolve_device
 
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
@@ -203,7 +203,7 @@ def finalize(output, calibration=None) -> None:
 
 
 def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
-    from .calibration import Calibration, load
+    from ..analysis.calibration import Calibration, load
 
     if calibration is None:
         apply, meta = (lambda std: std), {"method": "none", "note": "std is the samples' own std (std_raw)"}

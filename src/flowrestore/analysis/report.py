@@ -22,9 +22,9 @@ import jinja2
 import pandas as pd
 import yaml
 
-from .atomic import write_text
+from ..atomic import write_text
 from .evaluate import COLUMNS, INPUT, read_tsv
-from .pairing import SPLITS, read_rows
+from ..data.pairing import SPLITS, read_rows
 
 TEMPLATE = "report.html.j2"
 METRIC_TITLES = {"psnr": "PSNR (dB)", "psnr_affine": "PSNR affine (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
@@ -173,7 +173,7 @@ def _calibration_warning(c: dict) -> str:
 
 
 def render(context: dict) -> str:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("flowrestore", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("flowrestore.analysis", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     return env.get_template(TEMPLATE).render(**context)

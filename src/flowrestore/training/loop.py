@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_output, write_text
-from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import InputError
-from .methods import get_method
-from .nets import NetConfig, UNet, count_parameters
-from .patches import Acquisition, PatchBatches
+from ..atomic import atomic_output, write_text
+from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..errors import InputError
+from ..methods import get_method
+from ..models.nets import NetConfig, UNet, count_parameters
+from ..data.patches import Acquisition, PatchBatches
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     # What the model is, readable without torch (prediction planning reads it on the head node).
     write_text(out / "model.json", json.dumps(identity | {"step": state.step}, indent=1))
     write_metrics(state.metrics, out / "metrics.tsv")
-    from .plots import loss_curve
+    from ..analysis.plots import loss_curve
 
     loss_curve(state.metrics, out / "loss.png", title=f"{name} ({method_name})")
     return out / "checkpoint.pt"

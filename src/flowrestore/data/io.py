@@ -26,7 +26,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from .errors import InputError
+from ..errors import InputError
 
 SPATIAL = "ZYX"
 UNIT = "micrometer"
@@ -333,7 +333,7 @@ def read_attrs(path: str | os.PathLike) -> dict:
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike, chunks: tuple[int, ...] | None = None) -> None:
     """Store an acquisition as a chunked OME-Zarr image, atomically, keeping dtype and pixel size."""
-    from .atomic import atomic_output
+    from ..atomic import atomic_output
 
     image = open_image(source)
     with atomic_output(destination) as tmp:

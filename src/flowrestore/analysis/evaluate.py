@@ -1,6 +1,6 @@
 """Score the restorations of the test split against their targets.
 
-Every estimate is compared with its target in the same way (flowrestore.metrics.compute_all):
+Every estimate is compared with its target in the same way (flowrestore.analysis.metrics.compute_all):
 the widefield input itself (the baseline every restoration must beat), each regression model's
 prediction, and for each guided-CFM model its MMSE estimate (mean of all K posterior samples)
 and one posterior sample.
@@ -29,10 +29,10 @@ import pandas as pd
 import zarr
 
 from . import metrics as M
-from .atomic import atomic_output
-from .errors import InputError
-from .io import open_image
-from .pairing import read_rows
+from ..atomic import atomic_output
+from ..errors import InputError
+from ..data.io import open_image
+from ..data.pairing import read_rows
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # Percentiles from a strided subsample: exact enough for 0.1/99.9 and cheap on huge volumes.
 MAX_SAMPLES = 4_000_000

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import zarr
 
-from .errors import InputError
+from ..errors import InputError
 from .normalize import Normalization
 
 # Images up to this size are decoded once per worker; larger ones are read patch by patch.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import solvers
-from .noise import gaussian
+from .keyed_noise import gaussian
 from .sampling import SamplingConfig
 from .tiling import Block, Plan, window
 

@@ -1,0 +1,1 @@
+"""Reading predictions back: metrics, evaluation, uncertainty calibration, plots and the report."""

@@ -1,0 +1,1 @@
+"""Restoration of whole acquisitions: block plan, tiles, solvers, position-keyed noise, the zarr predict steps."""

@@ -1,0 +1,1 @@
+"""The training loop: optimiser, EMA weights, exact resume."""
