@@ -28,7 +28,10 @@ import scipy.fft
 import tifffile
 from scipy import ndimage, special
 
-from flowrestore.atomic import atomic_output
+import torch
+
+from ..atomic import atomic_output
+from ..physics import GaussianBlur, PoissonGaussian
 
 __all__ = ["Microscope", "render_truth", "degrade", "make_pair", "write_demo"]
 
@@ -326,12 +329,24 @@ def _haze_3d(truth, haze_truth, m: Microscope) -> np.ndarray:
     return _crop_xy(out, truth.shape, pad)
 
 
+def _blur(truth: np.ndarray, sigma: float) -> np.ndarray:
+    """The in-focus PSF through the physics operator the methods use.
+
+    One axis at a time in float64, rounded to float32 after each, as scipy.ndimage.gaussian_filter
+    does on float32 data: the demo data keep their bytes from before the operators existed.
+    """
+    x = torch.from_numpy(np.asarray(truth, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        for axis in range(truth.ndim):
+            sig = [0.0] * truth.ndim
+            sig[axis] = sigma
+            x = GaussianBlur(sig, dims=truth.ndim).A(x.double()).float()
+    return x[0, 0].numpy()
+
+
 def _noisy(expected: np.ndarray, photons: float, read_noise: float, rng) -> np.ndarray:
-    """Poisson shot noise on ``expected * photons`` plus Gaussian read noise."""
-    lam = np.clip(expected, 0, None) * photons
-    out = rng.poisson(lam).astype(np.float32)
-    out += rng.normal(0.0, read_noise, lam.shape).astype(np.float32)
-    return out
+    """Poisson shot noise on ``expected * photons`` plus Gaussian read noise (in photons)."""
+    return PoissonGaussian(1.0, 0.0, read_noise).sample_numpy(np.clip(expected, 0, None) * photons, rng)
 
 
 def degrade(
@@ -366,7 +381,7 @@ def degrade(
         raise ValueError(f"truth must be 2D or 3D, got shape {truth.shape}")
     # Same sigma in voxels on every axis: Z voxels are ~3x coarser, matching
     # the ~3x longer axial extent of a confocal PSF.
-    in_focus = ndimage.gaussian_filter(truth, m.focus_sigma, mode="reflect")
+    in_focus = _blur(truth, m.focus_sigma)
     expected = in_focus + np.float32(m.background)
     if m.haze_fraction > 0:
         if haze_truth is None:
