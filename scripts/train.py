@@ -12,4 +12,4 @@ with rule_script(snakemake):
     model = snakemake.params.model
     split = lambda name: acquisitions_from_manifest(rows, snakemake.params.images, name)  # noqa: E731
     train_model(snakemake.wildcards.model, model["method"], model["net"], model["train"], split("train"), split("val"),
-                Path(snakemake.output.checkpoint).parent)
+                Path(snakemake.output.checkpoint).parent, method_options=model["options"])

@@ -36,7 +36,7 @@ def test_linear_fit_recovers_a_known_miscalibration():
 def test_calibrated_pixels_are_left_alone():
     rng = np.random.default_rng(3)
     std = rng.uniform(0.01, 0.1, 100_000)
-    calibration, on_val = C.fit(C.Pixels("val", ("v",), std, rng.normal(0, std)))
+    calibration, on_val = C.fit(C.Pixels("val", ("v",), std, rng.normal(0, std)), "linear")
     assert calibration.params["a"] == pytest.approx(1.0, abs=0.05)
     assert on_val.uce_before < 0.02
 

@@ -193,7 +193,7 @@ def test_run_writes_all_tables_and_plots(run, tmp_path):
     perception_distortion(E.read_tsv(out["pd"]), E.baselines(E.read_tsv(out["summary"])), tmp_path / "pd.png")
     pair = E.pairs_of_split(run["manifest"], run["convert"])[0]
     panels = E.example_panels(pair, run["predict"], run["models"], size=32)
-    assert panels["target"].shape == (32, 32) and set(panels["guided"]["hm"]) == {"mmse", "sample", "std", "error"}
+    assert panels["target"].shape == (32, 32) and set(panels["sampled"]["hm"]) == {"mmse", "sample", "std", "error"}
     example_crops(panels, tmp_path / "ex.png", title="t0", pixel_size=PIXEL)
     for name in ("pd.png", "ex.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from flowrestore.errors import InputError
+from flowrestore.methods import method_class
 from flowrestore.data.pairing import plan_pairs
 
 
@@ -56,7 +57,8 @@ def _model_settings():
             jsonschema.validate(merged, train_schema)
         except jsonschema.ValidationError as error:
             raise WorkflowError(f"config models.{name}.train: {error.message}. Fix: use the keys and ranges of the train section") from None
-        out[name] = {"method": model["method"], "net": model["net"], "train": merged}
+        out[name] = {"method": model["method"], "options": model.get("options", {}), "net": model.get("net", {}),
+                     "train": merged}
     return out
 
 
@@ -85,7 +87,8 @@ SHARDS = list(range(config["predict"]["shards"]))
 # ---------------------------------------------------------------- evaluation
 TEST = [a for a in ACQUISITIONS if SPLIT[a] == "test"]
 VAL = [a for a in ACQUISITIONS if SPLIT[a] == "val"]
-GUIDED = [m for m, settings in MODELS.items() if settings["method"] == "guided_cfm"]
+# Models that draw posterior samples: their std is calibrated (the method says so, not its name).
+STOCHASTIC = [m for m, settings in MODELS.items() if method_class(settings["method"]).stochastic]
 EXAMPLES = TEST[: config["evaluate"]["examples"]]
 
 
@@ -99,11 +102,11 @@ def folder_of(manifest, name):
 
 
 def calibration_for(wildcards):
-    """The fitted calibration of a guided model, for every acquisition but those it is fitted on.
+    """The fitted calibration of a stochastic model, for every acquisition but those it is fitted on.
 
     ancient(): refitting on new validation acquisitions applies to new predictions and does not
     redo finished ones (each prediction's metadata records the calibration it carries).
     """
-    if wildcards.model in GUIDED and wildcards.acquisition not in VAL:
+    if wildcards.model in STOCHASTIC and wildcards.acquisition not in VAL:
         return {"calibration": ancient(f"{RESULTS}/calibration/{wildcards.model}/fit.json")}
     return {}

@@ -7,15 +7,15 @@ rule report:
         comparisons=rules.evaluate.output.comparisons,
         perception=rules.evaluate.output.perception_plot,
         examples=expand(rules.example.output.figure, acquisition=EXAMPLES),
-        calibration=expand(rules.judge_calibration.output.summary, model=GUIDED),
-        calibration_plots=expand(rules.judge_calibration.output.plot, model=GUIDED),
+        calibration=expand(rules.judge_calibration.output.summary, model=STOCHASTIC),
+        calibration_plots=expand(rules.judge_calibration.output.plot, model=STOCHASTIC),
         curves=expand(rules.train.output.curve, model=MODELS),
     output:
         html=f"{RESULTS}/report/report.html",
     params:
         config=config,
         models=list(MODELS),
-        guided=GUIDED,
+        stochastic=STOCHASTIC,
         title=config["report"]["title"],
         results=lambda w, output: os.path.dirname(os.path.dirname(output.html)),
     log:

@@ -38,7 +38,10 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..errors import InputError
+from ..config import defaults
 from .evaluate import TestPair, check_shape, load_image, normalised, prediction_info, prediction_norm, read_channels
+
+_CAL = defaults("calibrate")  # the schema's, the one place defaults are set
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Pixels:
             raise ValueError(f"std {self.std.shape} and error {self.error.shape} must be 1D and of equal length")
 
 
-def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixels: int = 4_000_000,
+def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixels: int = _CAL["max_pixels"],
             seed: int = 0) -> Pixels:
     """Pool the raw std and error of every pixel of `pairs` (at most `max_pixels`, drawn evenly from each image).
 
@@ -88,8 +91,8 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
         info = prediction_info(path)
         channels = info.get("channels", [])
         if "std_raw" not in channels:
-            raise InputError(path, "has no std_raw channel (it is not a guided_cfm prediction of this version)",
-                             f"calibrate only guided_cfm models, and rerun predict for {model} if it is one")
+            raise InputError(path, "has no std_raw channel (it is not the prediction of a sampling method, or of an older version)",
+                             f"calibrate only models whose method draws posterior samples, and rerun predict for {model} if it is one")
         k = int(info.get("sampling", {}).get("samples", 0))
         samples.add(k)
         target = load_image(pair.target_path)
@@ -123,7 +126,7 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
 # ----------------------------------------------------------------------------- bins and UCE
 
 
-def quantile_edges(std: np.ndarray, bins: int = 20) -> np.ndarray:
+def quantile_edges(std: np.ndarray, bins: int = _CAL["bins"]) -> np.ndarray:
     """Edges of `bins` equally populated bins of std (fewer when many stds are equal)."""
     edges = np.unique(np.quantile(np.asarray(std, np.float64), np.linspace(0, 1, bins + 1)))
     if edges.size == 1:  # every std equal: one bin
@@ -371,7 +374,7 @@ def _judgement(calibration: Calibration, pixels: Pixels, bins: int, in_sample: b
                      {lv: float(hit.mean()) for lv, hit in pixels.inside.items()} if pixels.inside else None)
 
 
-def fit(pixels: Pixels, method: str = "linear", bins: int = 20) -> tuple[Calibration, Judgement]:
+def fit(pixels: Pixels, method: str = _CAL["method"], bins: int = _CAL["bins"]) -> tuple[Calibration, Judgement]:
     """Fit `method` on `pixels`; returns the calibration and its in-sample judgement (labelled in_sample)."""
     if method not in METHODS:
         raise InputError(None, f"calibrate.method {method!r} is unknown", f"use one of {sorted(METHODS)}")
@@ -381,7 +384,7 @@ def fit(pixels: Pixels, method: str = "linear", bins: int = 20) -> tuple[Calibra
     return calibration, _judgement(calibration, pixels, bins, in_sample=True)
 
 
-def judge(calibration: Calibration, pixels: Pixels, bins: int = 20) -> Judgement:
+def judge(calibration: Calibration, pixels: Pixels, bins: int = _CAL["bins"]) -> Judgement:
     """UCE and coverage before and after `calibration` on held-out pixels; refuses the data it was fitted on."""
     if pixels.split == calibration.fit_split:
         raise CalibrationLeak(f"calibration was fitted on the {calibration.fit_split} split and cannot be judged on it; "
@@ -419,8 +422,8 @@ def _figures(judgement: Judgement) -> dict:
             "in_sample": judgement.in_sample}
 
 
-def calibrate_model(model: str, val_pairs: list[TestPair], predict_dir, method: str = "linear", bins: int = 20,
-                    max_pixels: int = 4_000_000) -> dict:
+def calibrate_model(model: str, val_pairs: list[TestPair], predict_dir, method: str = _CAL["method"], bins: int = _CAL["bins"],
+                    max_pixels: int = _CAL["max_pixels"]) -> dict:
     """Fit `method` on the val predictions; the JSON that prediction applies (with its in-sample figures)."""
     val = collect(val_pairs, predict_dir, model, FIT_SPLIT, max_pixels)
     calibration, on_val = fit(val, method, bins)
@@ -436,7 +439,7 @@ def calibrate_model(model: str, val_pairs: list[TestPair], predict_dir, method: 
     }
 
 
-def judge_model(fitted: dict, test_pairs: list[TestPair], predict_dir, max_pixels: int = 4_000_000) -> tuple[dict, pd.DataFrame]:
+def judge_model(fitted: dict, test_pairs: list[TestPair], predict_dir, max_pixels: int = _CAL["max_pixels"]) -> tuple[dict, pd.DataFrame]:
     """Judge the calibration `fitted` (calibrate_model's JSON) on the test predictions.
 
     Returns the summary (fit and test figures, and the sentence for the report) and the bins

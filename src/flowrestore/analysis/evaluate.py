@@ -30,6 +30,7 @@ import zarr
 
 from . import metrics as M
 from ..atomic import atomic_output
+from ..config import defaults
 from ..errors import InputError
 from ..data.io import open_image
 from ..data.pairing import read_rows
@@ -155,11 +156,18 @@ def format_missing(missing: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in missing.items())
 
 
+def stochastic(method: str) -> bool:
+    """Whether `method` draws posterior samples (the method's own declaration; the input is not)."""
+    from ..methods import method_class
+
+    return method != INPUT and method_class(method).stochastic
+
+
 def estimate_label(model: str, method: str, estimate: str) -> str:
     if model == INPUT:
         return "input (widefield)"
-    if method == "regression":
-        return f"{model} (regression)"
+    if not stochastic(method):
+        return f"{model} ({method})"
     return f"{model} {'MMSE' if estimate == 'mmse' else 'posterior sample' if estimate == 'sample_0' else estimate}"
 
 
@@ -184,7 +192,7 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
             info = prediction_info(path)
             check_shape(path, info["shape"], pair.target_path, target.shape)
-            wanted = ["mmse"] if method == "regression" else ["mmse", "sample_0"]
+            wanted = ["mmse", "sample_0"] if stochastic(method) else ["mmse"]
             channels = read_channels(path, wanted)
             norm = prediction_norm(info, pair)
             for name in wanted:
@@ -267,13 +275,13 @@ def perception_distortion(manifest, convert_dir, predict_dir, models: dict[str, 
     the blurrier minimum-error MMSE: PSNR rises while fine detail that is not certain fades.
     """
     rows = []
-    stochastic = {m: k for m, k in models.items() if k == "guided_cfm"}
-    if not stochastic:
+    sampled = [m for m, k in models.items() if stochastic(k)]
+    if not sampled:
         return pd.DataFrame(columns=["model", "acquisition", "samples", "channel", "psnr", "frc_1/7_um", "missing"])
     for pair in pairs_of_split(manifest, convert_dir, split):
         target = load_image(pair.target_path)
         pixel = lateral_pixel_size(pair.pixel_size)
-        for model in stochastic:
+        for model in sampled:
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
             info = prediction_info(path)
             check_shape(path, info["shape"], pair.target_path, target.shape)
@@ -321,21 +329,21 @@ def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out,
 
 
 def baselines(summary: pd.DataFrame) -> dict[str, dict]:
-    """{label: {psnr, frc_1/7_um}} means of the regression models and the input: reference lines."""
+    """{label: {psnr, frc_1/7_um}} means of the point estimators and the input: reference lines."""
     out = {}
     for r in summary.to_dict("records"):
-        if r["method"] in ("regression", INPUT):
+        if not stochastic(r["method"]):
             out[r["label"]] = {c: r.get(f"{c}_mean") for c in ("psnr", "frc_1/7_um")}
     return out
 
 
 def comparisons(table: pd.DataFrame, models: dict[str, str]) -> pd.DataFrame:
-    """Paired per-image differences: each estimate vs the input, and each guided MMSE vs each regression."""
+    """Paired per-image differences: each estimate vs the input, and each sampled MMSE vs each point estimator."""
     labels = {m: estimate_label(m, k, "mmse") for m, k in models.items()}
     parts = [paired_differences(table, lab, estimate_label(INPUT, INPUT, INPUT)) for lab in labels.values()]
     for g, kg in models.items():
         for r, kr in models.items():
-            if kg == "guided_cfm" and kr == "regression":
+            if stochastic(kg) and not stochastic(kr):
                 parts.append(paired_differences(table, labels[g], labels[r]))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
@@ -361,17 +369,18 @@ def crop_window(target: np.ndarray, size: int) -> tuple[slice, ...]:
     return lead + (slice(where[0], where[0] + sy), slice(where[1], where[1] + sx))
 
 
-def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: int = 128) -> dict:
+def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: int = defaults("evaluate")["crop"]) -> dict:
     """Crops (normalised units) for the example figure of one acquisition.
 
-    {"window", "input", "target", "regression": {model: crop}, "guided": {model: {"sample", "mmse", "std", "error"}}}
+    {"window", "input", "target", "point": {model: crop}, "sampled": {model: {"sample", "mmse", "std", "error"}},
+     "labels": {model: column title}}
     with std and |error| in the same normalised units, so they can share one colour bar.
     """
     target = load_image(pair.target_path)
     window = crop_window(target, size)
     target_n = normalised(target[window], *pair.target_norm)
     out = {"window": window, "target": target_n,
-           "input": normalised(load_image(pair.input_path)[window], *pair.input_norm), "regression": {}, "guided": {}}
+           "input": normalised(load_image(pair.input_path)[window], *pair.input_norm), "point": {}, "sampled": {}, "labels": {}}
     for model, method in models.items():
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)
@@ -379,10 +388,11 @@ def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: in
         low, high = prediction_norm(info, pair)
         ch = read_channels(path, ["mmse", "std", "sample_0"])
         mmse = normalised(ch["mmse"][window], low, high)
-        if method == "regression":
-            out["regression"][model] = mmse
+        out["labels"][model] = estimate_label(model, method, "mmse")
+        if not stochastic(method):
+            out["point"][model] = mmse
         else:
-            out["guided"][model] = {"mmse": mmse, "sample": normalised(ch["sample_0"][window], low, high) if "sample_0" in ch else None,
+            out["sampled"][model] = {"mmse": mmse, "sample": normalised(ch["sample_0"][window], low, high) if "sample_0" in ch else None,
                                     "std": ch["std"][window] / np.float32(high - low) if "std" in ch else None,
                                     "error": np.abs(mmse - target_n)}
     return out

@@ -58,34 +58,35 @@ def _scale_bar(ax, width_px: int, pixel_size: float) -> None:
 
 
 def example_crops(panels: dict, path, title: str = "", pixel_size: float | None = None) -> None:
-    """One row per guided model: input | regression... | sample | MMSE | std | target | |error|.
+    """One row per sampling model: input | point estimators... | sample | MMSE | std | target | |error|.
 
     Intensity panels share one grey scale (normalised intensity), std and |error| share one colour
     scale, so a pixel's predicted std can be read against its real error.
     """
     import numpy as np
 
-    guided = panels["guided"] or {None: None}
-    intensity = [panels["input"], panels["target"], *panels["regression"].values()]
-    for g in panels["guided"].values():
+    sampled = panels["sampled"] or {None: None}
+    intensity = [panels["input"], panels["target"], *panels["point"].values()]
+    for g in panels["sampled"].values():
         intensity += [v for k, v in g.items() if k in ("mmse", "sample") and v is not None]
     vmax = float(np.percentile(panels["target"], 99.8)) or 1.0
-    uncertain = [v for g in panels["guided"].values() for k, v in g.items() if k in ("std", "error") and v is not None]
+    uncertain = [v for g in panels["sampled"].values() for k, v in g.items() if k in ("std", "error") and v is not None]
     umax = max((float(np.percentile(u, 99.5)) for u in uncertain), default=1.0) or 1.0
-    columns = [("input (widefield)", "input", None)] + [(f"{m} (regression)", "regression", m) for m in panels["regression"]]
-    if panels["guided"]:
+    labels = panels.get("labels", {})
+    columns = [("input (widefield)", "input", None)] + [(labels.get(m, m), "point", m) for m in panels["point"]]
+    if panels["sampled"]:
         columns += [("posterior sample", "sample", None), ("MMSE (sample mean)", "mmse", None),
                     ("predicted std", "std", None)]
     columns += [("target (confocal)", "target", None)]
-    if panels["guided"]:
+    if panels["sampled"]:
         columns += [("|MMSE − target|", "error", None)]
-    rows = list(guided)
+    rows = list(sampled)
     size = 2.3
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(size * len(columns) + 1.2, size * len(rows) + 0.6),
                              squeeze=False, constrained_layout=True)
     im_i = im_u = None
     for r, model in enumerate(rows):
-        g = panels["guided"].get(model) if model is not None else None
+        g = panels["sampled"].get(model) if model is not None else None
         for c, (label, kind, extra) in enumerate(columns):
             ax = axes[r][c]
             ax.set_xticks([])
@@ -94,8 +95,8 @@ def example_crops(panels: dict, path, title: str = "", pixel_size: float | None 
                 data = panels["input"]
             elif kind == "target":
                 data = panels["target"]
-            elif kind == "regression":
-                data = panels["regression"][extra]
+            elif kind == "point":
+                data = panels["point"][extra]
             else:
                 data = g.get(kind) if g else None
             if data is None:
@@ -117,7 +118,7 @@ def example_crops(panels: dict, path, title: str = "", pixel_size: float | None 
         for r, model in enumerate(rows):
             axes[r][0].set_ylabel(model, fontsize=10)
     elif rows[0] is not None:
-        title = f"{title} — guided model {rows[0]}" if title else f"guided model {rows[0]}"
+        title = f"{title} — {rows[0]}" if title else f"{rows[0]}"
     if title:
         fig.suptitle(title)
     save(fig, path)
@@ -160,7 +161,7 @@ def perception_distortion(curve, baselines: dict, path) -> None:
     """PSNR and FRC resolution vs the number of averaged posterior samples (log2 axis).
 
     `curve`: rows model, acquisition, samples, psnr, frc_1/7_um; `baselines`: {label: {"psnr": v, "frc_1/7_um": v}}
-    drawn as horizontal lines (regression models, the input).
+    drawn as horizontal lines (point estimators, the input).
     """
     import numpy as np
 

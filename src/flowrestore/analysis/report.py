@@ -115,7 +115,7 @@ def per_image_table(table: pd.DataFrame) -> list[dict]:
 def _cards(summary: pd.DataFrame, comparisons: pd.DataFrame, calibrations: list[dict]) -> list[dict]:
     cards = []
     for r in summary.to_dict("records"):
-        if r["method"] == "guided_cfm" and r["estimate"] == "mmse" or r["method"] == "regression":
+        if r["estimate"] == "mmse":
             gain = _value(r, "psnr_gain_mean")
             cards.append({"what": f"{r['label']}: PSNR gain over the widefield input",
                           "value": _signed(gain, 2, " dB"), "cls": "good" if gain and gain > 0 else "bad",
@@ -191,7 +191,7 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
                  training: list[Figure] = (), title: str = "flowrestore report", results: str = "results") -> str:
     """Write the report to `output` (atomically) and return its HTML.
 
-    `calibration`: (json path, png path) per guided model; `examples`/`training`: figures in order.
+    `calibration`: (json path, png path) per sampling model; `examples`/`training`: figures in order.
     """
     summary = read_tsv(summary_tsv)
     table = read_tsv(metrics_tsv)
@@ -238,7 +238,7 @@ PERCEPTION_CAPTION = (
     "Averaging more posterior samples (left to right, doubling each step up to all samples, the MMSE) trades sharpness for "
     "accuracy. Left: PSNR, the pixel-wise agreement with the target, rises as the average forgets details the samples "
     "disagree on. Right: FRC resolution, the finest detail size still agreeing with the target (lower is finer). Dashed "
-    "lines: the regression baseline and the widefield input. A single sample looks most like a real confocal image, but "
+    "lines: the point estimators and the widefield input. A single sample looks most like a real confocal image, but "
     "for measurements the MMSE is the safer choice. Points are means over the test images, bars one standard deviation.")
 
 EXAMPLE_CAPTION = ("Same crop in every panel. Grey panels share one intensity scale (normalised). 'predicted std' and "

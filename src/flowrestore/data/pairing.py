@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 
 from ..atomic import atomic_output
+from ..config import defaults
 from ..errors import InputError
 from .io import open_image
 from .normalize import percentiles, subsample
@@ -191,8 +192,14 @@ def _compute(path: str, *arrays):
                          "the file is corrupt or truncated; export or copy it again") from exc
 
 
-def check_pair(pair: Pair, low: float = 0.1, high: float = 99.9, registration_tolerance: float | None = 5.0) -> dict:
-    """Read one pair's pixels, check them, and return its manifest row."""
+def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
+               registration_tolerance: float | None = defaults("data")["registration_tolerance"]) -> dict:
+    """Read one pair's pixels, check them, and return its manifest row.
+
+    `low`/`high`: normalisation percentiles (None: the schema's `normalize` section).
+    """
+    norm = defaults("normalize")
+    low, high = norm["low"] if low is None else low, norm["high"] if high is None else high
     inp, tgt = open_image(pair.input), open_image(pair.target)
     if inp.shape != tgt.shape:
         raise InputError(pair.target, f"has shape {tgt.shape} but its input {pair.input} has shape {inp.shape}",

@@ -6,7 +6,8 @@ Two ways to stitch overlapping tiles:
   tiles agree while they are being solved (EM Generalist's stitching).
 Posterior samples are done `group` at a time and merged into a running mean and variance
 (Chan et al.'s parallel Welford update), so memory holds `group` samples of a block, not K.
-The engine knows nothing about the method beyond its `velocity`.
+The engine knows nothing about the method beyond its declarations (`stochastic`, `start`,
+`needs_grad`), its `velocity` and its `integrate` (the time grid).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import solvers
 from .keyed_noise import gaussian
 from .sampling import SamplingConfig
 from .tiling import Block, Plan, window
@@ -34,9 +34,8 @@ class Restorer:
     def __init__(self, method, net: torch.nn.Module, config: SamplingConfig, device: torch.device):
         self.method, self.net, self.cfg, self.device = method, net, config, device
         if not method.stochastic:
-            # A point predictor: one pass, one "sample", no noise.
-            self.cfg = SamplingConfig(**{**config.__dict__, "samples": 1, "solver": "euler", "nfe": 1,
-                                         "keep_samples": 0, "stitching": "tile"})
+            # A point predictor: one pass, one "sample".
+            self.cfg = SamplingConfig(**{**config.__dict__, "samples": 1, "keep_samples": 0, "stitching": "tile"})
         self.autocast = config.amp and device.type == "cuda"
         # channels-last convolutions are ~30% faster on CPU (oneDNN) and suit tensor cores on GPU.
         self.memory_format = torch.channels_last if net.config.dims == 2 else torch.channels_last_3d
@@ -50,8 +49,15 @@ class Restorer:
             return self.method.velocity(self.net, t, x, y).float()
 
     def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return solvers.integrate(self.cfg.solver, lambda t, x: self._velocity(t, x, y), x0, self.cfg.nfe,
-                                 self.cfg.schedule)
+        return self.method.integrate(lambda t, x: self._velocity(t, x, y), x0, self.cfg)
+
+    def _start(self, ks, origin, size, y: torch.Tensor) -> torch.Tensor:
+        """x at t = 0 for samples `ks`, shape (len(ks), 1, *size): what the method declares."""
+        if self.method.start == "noise":
+            return torch.stack([gaussian(self.cfg.seed, k, origin, size, self.device)[None] for k in ks])
+        if self.method.start == "degraded":
+            return y.expand(len(ks), *y.shape[1:]).clone()
+        return torch.zeros((len(ks), 1, *size), device=self.device)
 
     # -------------------------------------------------------------- tiles of a block
     def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, tiles: list[tuple[int, ...]], tile: tuple[int, ...],
@@ -72,9 +78,12 @@ class Restorer:
                 acc[k][(slice(None), *r)] += o * weight
         return acc / wsum
 
-    @torch.no_grad()
     def restore(self, y: torch.Tensor, block: Block, plan: Plan) -> BlockResult:
-        """y: normalised input over `block.outer`, shape (*outer); returns core-sized results."""
+        """y: normalised input over `block.outer` on the output grid, shape (*outer); returns core-sized results."""
+        with torch.set_grad_enabled(self.method.needs_grad):
+            return self._restore(y, block, plan)
+
+    def _restore(self, y: torch.Tensor, block: Block, plan: Plan) -> BlockResult:
         cfg = self.cfg
         origin = tuple(s.start for s in block.outer)
         # A volume smaller than a tile is padded (reflect) up to the tile size.
@@ -88,17 +97,14 @@ class Restorer:
         count, mean, m2, kept, prefixes = 0, None, None, [], {}
         for first in range(0, cfg.samples, cfg.group):
             ks = range(first, min(cfg.samples, first + cfg.group))
-            if self.method.stochastic:
-                x0 = torch.stack([gaussian(cfg.seed, k, origin, size, self.device)[None] for k in ks])
-            else:
-                x0 = torch.zeros((len(ks), 1, *size), device=self.device)
+            x0 = self._start(ks, origin, size, y)
             if cfg.stitching == "tile":
                 x1 = self._blend(self._solve, x0, y, tiles, plan.tile, weight)
             else:
                 field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
                                                  x, y, tiles, plan.tile, weight)
-                x1 = solvers.integrate(cfg.solver, field, x0, cfg.nfe, cfg.schedule)
-            s = x1[(slice(None), 0, *core)]
+                x1 = self.method.integrate(field, x0, cfg)
+            s = x1.detach()[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
             if cfg.prefix_means and self.method.stochastic:
                 total = (mean * count) if mean is not None else torch.zeros_like(s[0])

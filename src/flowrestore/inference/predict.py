@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
@@ -27,6 +28,7 @@ from ..atomic import publish, remove, write_text
 from ..errors import InputError
 from ..data.io import create_ome_zarr, default_chunks, open_image
 from ..data.normalize import Normalization, measure
+from ..config import defaults, settings as config_settings
 from .sampling import SamplingConfig
 from .tiling import make_plan
 
@@ -69,30 +71,46 @@ def channel_names(stochastic: bool, sampling: SamplingConfig) -> list[str]:
 
 
 def prepare(checkpoint, image_path, output, settings: dict, normalization: Normalization | None = None,
-            low: float = 0.1, high: float = 99.9) -> dict:
-    """Create (or keep, when resuming) the partial store and return the plan description."""
+            low: float | None = None, high: float | None = None) -> dict:
+    """Create (or keep, when resuming) the partial store and return the plan description.
+
+    `settings`: the config's `predict` section (schema defaults for what it omits; an unknown key
+    raises an InputError). `low`/`high`: normalisation percentiles when `normalization` is None
+    (default: the schema's `normalize` section).
+
+    A method whose output grid is f times the input's (super-resolution) gets a store f times
+    larger per axis with the pixel size divided by f; its tiles start on multiples of f, so each
+    tile's input is a whole number of input pixels (see `run_shard`).
+    """
     image = open_image(image_path)
     if normalization is None:
-        normalization = measure(image.data, low, high, image_path)
+        norm = defaults("normalize")
+        normalization = measure(image.data, norm["low"] if low is None else low,
+                                norm["high"] if high is None else high, image_path)
     identity = describe_model(checkpoint)
     stochastic = identity["stochastic"]
-    sampling = _sampling(settings)
+    checked = checked_settings(settings)
+    sampling = SamplingConfig.from_settings(checked)
     ndim = image.data.ndim
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
-    block = _per_axis(settings.get("block") or default_block(ndim), ndim)
+    grid = tuple(identity.get("grid_factor") or (1,) * ndim)
+    shape = tuple(n * f for n, f in zip(image.shape, grid))
+    block = _per_axis(checked["block"] or default_block(ndim), ndim)
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
-    chunks = tuple(min(c, b) for c, b in zip(default_chunks(image.shape), block))
+    chunks = tuple(min(c, b) for c, b in zip(default_chunks(shape), block))
     keep = min(sampling.keep_samples, sampling.samples) if stochastic else 0
+    net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
     plan = {
         "checkpoint": _file_digest(checkpoint), "model": identity["name"], "method": identity["method"],
-        "input": os.path.abspath(image_path), "shape": list(image.shape), "axes": image.axes,
-        "pixel_size": list(image.pixel_size), "normalization": asdict(normalization),
-        "tile": list(_per_axis(settings.get("tile", 256), ndim)),
-        "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
+        "input": os.path.abspath(image_path), "input_shape": list(image.shape), "grid_factor": list(grid),
+        "shape": list(shape), "axes": image.axes,
+        "pixel_size": [p / f for p, f in zip(image.pixel_size, grid)], "normalization": asdict(normalization),
+        "tile": list(_per_axis(checked["tile"], ndim)),
+        "overlap": list(_per_axis(checked["overlap"], ndim)),
         "block": list(block),
-        "chunks": list(chunks), "factor": 2 ** (len(identity["net"]["multipliers"]) - 1),
+        "chunks": list(chunks), "factor": [math.lcm(net_factor, f) for f in grid],
         "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(stochastic, sampling),
     }
     work = partial_path(output)
@@ -104,7 +122,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
 
     load_model(checkpoint)  # a checkpoint that cannot be restored fails here, before any store is made
     remove(work)
-    create_ome_zarr(work, image.shape, np.float32, image.axes, image.pixel_size, chunks, channels=plan["channels"],
+    create_ome_zarr(work, shape, np.float32, image.axes, tuple(plan["pixel_size"]), chunks, channels=plan["channels"],
                     fill_value=float("nan"), name=Path(output).name)
     (work / DONE_DIR).mkdir()
     write_text(plan_file, json.dumps(plan, indent=1))  # last: its presence means the store is complete
@@ -121,14 +139,23 @@ def describe_model(checkpoint) -> dict:
     return load_checkpoint(checkpoint)["identity"]
 
 
-def _sampling(settings: dict) -> SamplingConfig:
-    fields = SamplingConfig.__dataclass_fields__
-    return SamplingConfig(**{k: v for k, v in settings.items() if k in fields})
+def checked_settings(settings: dict | None) -> dict:
+    """The `predict` settings over the schema's defaults; an unknown key raises an InputError."""
+    return config_settings("predict", settings)
 
 
 def _tiling_plan(plan: dict):
     return make_plan(tuple(plan["shape"]), tuple(plan["tile"]), tuple(plan["overlap"]), tuple(plan["block"]),
-                     tuple(plan["chunks"]), plan["factor"])
+                     tuple(plan["chunks"]), plan["factor"], tuple(plan.get("grid_factor") or (1,) * len(plan["shape"])))
+
+
+def _on_output_grid(y: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """The input replicated f times per axis: a tile starting on a multiple of f holds whole input pixels,
+    and a method recovers the input exactly by averaging each f-block (physics.AreaDownsample)."""
+    for axis, f in enumerate(grid):
+        if f > 1:
+            y = np.repeat(y, f, axis=axis)
+    return y
 
 
 def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str = "auto",
@@ -143,7 +170,7 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
 
     from ..models.checkpoint import load_model
     from .engine import Restorer
-    from ..training.loop import resolve_device
+    from ..devices import resolve_device
 
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
@@ -155,10 +182,13 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     mine = [b for b in tiling.blocks() if b.index % shards == shard and not (work / DONE_DIR / str(b.index)).exists()]
     stats = {"blocks": len(mine), "read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
     channels = plan["channels"]
+    grid = tuple(plan.get("grid_factor") or (1,) * len(plan["shape"]))
     for block in tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
                       disable=not (progress if progress is not None else os.isatty(2))):
         t0 = time.perf_counter()
-        y = torch.from_numpy(norm.apply(np.asarray(image.data[block.outer].compute(), dtype=np.float32)))
+        source = tuple(slice(s.start // f, s.stop // f) for s, f in zip(block.outer, grid))
+        y = norm.apply(np.asarray(image.data[source].compute(), dtype=np.float32))
+        y = torch.from_numpy(_on_output_grid(y, grid))
         t1 = time.perf_counter()
         result = restorer.restore(y, block, tiling)
         t2 = time.perf_counter()
@@ -224,8 +254,7 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
 def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,
             device: str = "auto", progress: bool | None = None) -> dict:
     """All three steps in one process: the way to use this without Snakemake."""
-    settings = settings or {}
-    prepare(checkpoint, image_path, output, settings, normalization)
+    prepare(checkpoint, image_path, output, settings or {}, normalization)
     stats = run_shard(checkpoint, output, 0, 1, device, progress)
     finalize(output)
     return stats

@@ -31,7 +31,7 @@ def _plan(solver: str, nfe: int) -> tuple[str, int]:
     return solver, {"euler": nfe, "heun": max(1, (nfe + 1) // 2), "midpoint": nfe // 2}[solver]
 
 
-def time_grid(solver: str, nfe: int, power: float = 2.0) -> list[float]:
+def time_grid(solver: str, nfe: int, power: float | None = None) -> list[float]:
     """Step boundaries: Euler makes nfe steps, midpoint nfe // 2, Heun (nfe + 1) // 2 with an Euler last step.
 
     Heun's corrector would evaluate the velocity at t = 1, where x_t = x1 carries no trace of the
@@ -40,8 +40,12 @@ def time_grid(solver: str, nfe: int, power: float = 2.0) -> list[float]:
     EDM's sampler), and a Heun solve of n steps costs 2n - 1 evaluations. Midpoint evaluates at
     the start and the middle of each step, never at t = 1: n steps cost 2n.
     Steps shrink toward t = 1 (t_i = 1 - (1 - i/n)^power), where the fine detail is decided
-    (the default, 2.5, is set in `SamplingConfig`).
+    (`power` None: the schema's `predict.schedule`).
     """
+    if power is None:
+        from ..config import defaults
+
+        power = defaults("predict")["schedule"]
     _, steps = _plan(solver, nfe)
     return [1.0 - (1.0 - i / steps) ** power for i in range(steps + 1)]
 
@@ -67,7 +71,7 @@ def step(solver: str, field: Field, x: torch.Tensor, t0: float, t1: float) -> to
     return x + 0.5 * h * (v0 + v1)
 
 
-def integrate(solver: str, field: Field, x0: torch.Tensor, nfe: int, power: float = 2.0) -> torch.Tensor:
+def integrate(solver: str, field: Field, x0: torch.Tensor, nfe: int, power: float | None = None) -> torch.Tensor:
     grid = time_grid(solver, nfe, power)
     solver, _ = _plan(solver, nfe)
     x = x0

@@ -15,12 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread starts covering [0, length) with at least `overlap` between neighbours."""
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Evenly spread starts covering [0, length) with at least `overlap` between neighbours.
+
+    With `align` > 1 (length and tile multiples of it) every start is a multiple of `align`, and
+    the overlap may grow by up to `align` - 1 to keep the cover.
+    """
     if length <= tile:
         return [0]
     n = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    if align == 1:
+        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    units = (length - tile) // align
+    return [align * round(i * units / (n - 1)) for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,15 @@ class Plan:
 
 
 def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...], block: tuple[int, ...],
-              chunks: tuple[int, ...], factor: int = 1) -> Plan:
-    """Tiles are shrunk to the volume (rounded up to a multiple of `factor`); blocks to whole chunks."""
-    tile = tuple(min(t, -(-s // factor) * factor) for t, s in zip(tile, shape))
+              chunks: tuple[int, ...], factor=1, align: tuple[int, ...] | None = None) -> Plan:
+    """Tiles are shrunk to the volume (rounded up to a multiple of `factor`, one value or one per axis);
+    blocks to whole chunks; tile starts on multiples of `align` per axis (the output grid factor)."""
+    factors = tuple(factor) if isinstance(factor, (list, tuple)) else (factor,) * len(shape)
+    align = tuple(align) if align else (1,) * len(shape)
+    tile = tuple(min(t, -(-s // f) * f) for t, s, f in zip(tile, shape, factors))
     overlap = tuple(min(o, t // 2) for o, t in zip(overlap, tile))
     block = tuple(max(c, (b // c) * c) for b, c in zip(block, chunks))
-    starts = tuple(tuple(tile_starts(s, t, o)) for s, t, o in zip(shape, tile, overlap))
+    starts = tuple(tuple(tile_starts(s, t, o, a)) for s, t, o, a in zip(shape, tile, overlap, align))
     return Plan(tuple(shape), tile, overlap, block, starts)
 
 

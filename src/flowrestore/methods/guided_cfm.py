@@ -1,7 +1,8 @@
 """HazeMatching: guided conditional flow matching (Ray, Ashesh, Jug).
 
 x_t = (1 - t) x0 + t x1 with x0 ~ N(0, I); the velocity net sees the degraded image y as an
-extra channel and regresses the straight-line velocity x1 - x0.
+extra channel and regresses the straight-line velocity x1 - x0 (the conditional OT path of
+Lipman et al. 2023 with sigma_min = 0, torchcfm's `ConditionalFlowMatcher(sigma=0)`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from .base import Method, register
 class GuidedCFM(Method):
     name = "guided_cfm"
 
+    def draw_t(self, n: int, generator, device, dtype) -> torch.Tensor:
+        """Training times, (n,): uniform, or logit-normal t = sigmoid(z), z ~ N(0, 1) (Esser et al. 2024)."""
+        if self.options["time_distribution"] == "logit_normal":
+            return torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=dtype))
+        return torch.rand(n, generator=generator, device=device, dtype=dtype)
+
     def loss(self, net, target, degraded, generator=None):
         x0 = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
-        t = torch.rand(target.shape[0], generator=generator, device=target.device, dtype=target.dtype)
+        t = self.draw_t(target.shape[0], generator, target.device, target.dtype)
         tt = t.view(-1, *([1] * (target.ndim - 1)))
         xt = (1 - tt) * x0 + tt * target
         v = net(torch.cat([xt, degraded], dim=1), t)

@@ -42,17 +42,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """(method, network with EMA weights in eval mode, identity) from a checkpoint."""
+    """(method with its learned state, network with EMA weights in eval mode, identity) from a checkpoint."""
     payload = load_checkpoint(path)
     identity = payload["identity"]
     try:
-        method = get_method(identity["method"])
+        method = get_method(identity["method"], identity.get("options"), path)
+        method.load_state_dict(payload.get("method_state", {}))
         net = UNet(NetConfig(**identity["net"]))
         net.load_state_dict(payload["ema"])
     except Exception as exc:  # whatever field is missing, mistyped or of another shape
         raise InputError(path, f"does not match the network it declares ({_brief(exc)})",
                          "retrain the model; the checkpoint was written by another architecture or version") from exc
-    return method, net.to(device).eval().requires_grad_(False), identity
+    return method.to(device).eval(), net.to(device).eval().requires_grad_(False), identity
 
 
 def _brief(exc: Exception, limit: int = 200) -> str:

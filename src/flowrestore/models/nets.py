@@ -13,15 +13,20 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..config import defaults
+
+
+_NET = defaults("$defs.net")  # the schema's, the one place defaults are set
+
 
 @dataclass
 class NetConfig:
     dims: int = 2
     in_channels: int = 2  # x_t and the degraded image
     out_channels: int = 1
-    channels: int = 32  # width of the first level
-    multipliers: list[int] = field(default_factory=lambda: [1, 2, 4])
-    blocks: int = 1  # residual blocks per level
+    channels: int = _NET["channels"]  # width of the first level
+    multipliers: list[int] = field(default_factory=lambda: list(_NET["multipliers"]))
+    blocks: int = _NET["blocks"]  # residual blocks per level
     time: bool = True
 
     @property

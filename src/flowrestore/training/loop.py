@@ -21,27 +21,22 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_output, write_text
+from ..config import defaults, settings
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..errors import InputError
 from ..methods import get_method
 from ..models.nets import NetConfig, UNet, count_parameters
 from ..data.patches import Acquisition, PatchBatches
+from ..devices import resolve_device
 
 log = logging.getLogger(__name__)
 
-TRAIN_DEFAULTS = dict(steps=1000, batch_size=16, patch_size=64, lr=2e-3, weight_decay=0.0, warmup=50,
-                      grad_clip=1.0, ema=0.995, val_every=100, val_batches=4, checkpoint_every=100,
-                      workers=0, foreground=0.5, seed=0, compile=False, amp=True, device="auto")
+TRAIN_DEFAULTS = defaults("train")  # the schema's, the one place defaults are set
+RUNTIME = ("workers", "device", "compile", "val_every", "checkpoint_every", "val_batches")  # cannot change the weights
 
 
 class TrainingDiverged(InputError):
     """The loss stopped being finite: a setting to change, reported in one line like bad input."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -102,15 +97,24 @@ def validation_loss(method, net, batches: PatchBatches, n: int, device, seed: in
 
 def train_model(name: str, method_name: str, net_config: dict, train_config: dict,
                 train_acquisitions: list[Acquisition], val_acquisitions: list[Acquisition],
-                output_dir: str | os.PathLike, progress: bool | None = None) -> Path:
-    """Train (or resume) and write `checkpoint.pt`, `metrics.tsv` and `loss.png` to output_dir."""
-    cfg = {**TRAIN_DEFAULTS, **train_config}
+                output_dir: str | os.PathLike, progress: bool | None = None, method_options: dict | None = None) -> Path:
+    """Train (or resume) and write `checkpoint.pt`, `metrics.tsv` and `loss.png` to output_dir.
+
+    `net_config`, `train_config` and `method_options` are the config's `models.<name>.net`,
+    `train` and `models.<name>.options`: missing keys take the schema's defaults, unknown keys
+    raise an InputError naming them.
+    """
+    cfg = settings("train", train_config)
     out = Path(output_dir)
     work = out / "work"  # created by the first checkpoint: a refused start leaves nothing behind
     device = resolve_device(cfg["device"])
-    method = get_method(method_name)
+    method = get_method(method_name, method_options).to(device)
+    if method.data != "paired":
+        raise InputError(None, f"method {method_name} trains on {method.data} data, which this training loop does not "
+                         "read yet", "choose a method that trains on input/target pairs")
     dims = len(open_shape(train_acquisitions[0]))
-    netcfg = NetConfig(**{**net_config, "dims": dims, "in_channels": method.in_channels(1), "time": method.time_input})
+    netcfg = NetConfig(**{**settings("$defs.net", net_config), "dims": dims, "in_channels": method.in_channels(1),
+                          "time": method.time_input})
     patch = _patch_shape(cfg["patch_size"], dims)
     if any(p % netcfg.factor for p in patch):
         raise InputError(None, f"train.patch_size {patch} is not a multiple of {netcfg.factor}",
@@ -121,9 +125,8 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg["warmup"], cfg["steps"]))
     fingerprint = data_fingerprint(train_acquisitions)
-    identity = {"name": name, "method": method_name, "stochastic": method.stochastic, "net": netcfg.to_dict(),
-                "train": {k: v for k, v in cfg.items() if k not in ("workers", "device", "compile", "val_every",
-                                                                    "checkpoint_every", "val_batches")},
+    identity = {"name": name, **method.identity(), "grid_factor": list(method.grid_factor(dims)),
+                "net": netcfg.to_dict(), "train": {k: v for k, v in cfg.items() if k not in RUNTIME},
                 "data": fingerprint}
     state = TrainState(net, ema, optimizer, scheduler, 0, [])
     resume = work / "last.pt"
@@ -131,6 +134,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         ckpt = load_checkpoint(resume)
         if ckpt["identity"] == identity:
             net.load_state_dict(ckpt["weights"])
+            method.load_state_dict(ckpt.get("method_state", {}))
             ema.load_state_dict(ckpt["ema"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -155,7 +159,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     def save(path: Path, final: bool = False) -> None:
         save_checkpoint(path, {
             "identity": identity, "step": state.step, "metrics": state.metrics,
-            "weights": net.state_dict(), "ema": ema.state_dict(),
+            "weights": net.state_dict(), "ema": ema.state_dict(), "method_state": method.state_dict(),
             **({} if final else {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}),
         })
 
