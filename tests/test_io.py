@@ -171,6 +171,28 @@ def test_contiguous_tiff_reads_regions_not_whole_planes(tmp_path, byteorder):
 # Right values: the unit definitions (1 nm = 1e-3 µm, 1 mm = 1e3 µm, 1 cm = 1e4 µm, 1 inch = 25400 µm, 1 Å = 1e-4 µm).
 
 
+@pytest.mark.parametrize("unit,micrometres", [
+    ("nanometer", 1e-3), ("micrometer", 1.0), ("millimeter", 1e3), ("centimeter", 1e4), ("meter", 1e6),
+    ("angstrom", 1e-4), ("picometer", 1e-6), ("inch", 25400.0), ("foot", 304800.0),  # NGFF (UDUNITS-2) names
+    ("nm", 1e-3), ("µm", 1.0), ("μm", 1.0), ("mm", 1e3), ("Mm", 1e12), ("Å", 1e-4), ("pm", 1e-6), ("in", 25400.0),
+    ("pt", 25400.0 / 72),  # OME-XML symbols; Mm is a megametre, not a millimetre
+    ("micron", 1.0), ("microns", 1.0), ("um", 1.0), ("\\u00B5m", 1.0), ("Nanometers", 1e-3),  # ImageJ spellings
+    ("pixel", None), ("reference frame", None), ("", None),  # no physical length: unknown
+])
+def test_unit_table(unit, micrometres):
+    from flowrestore.data.physical import micrometres as to_um
+
+    assert to_um(unit) == (None if micrometres is None else pytest.approx(micrometres, rel=1e-12))
+
+
+def test_unknown_unit_raises():
+    from flowrestore.data.physical import UnknownUnit, micrometres
+
+    for unit in ("furlong", "MM", "micrometre2", "li"):
+        with pytest.raises(UnknownUnit):
+            micrometres(unit)
+
+
 @pytest.mark.parametrize("unit,per_pixel,spacing,expected_xy,expected_z", [
     ("nm", 8.0, 200.0, 0.008, 0.2),
     ("cm", 2e-5, 5e-5, 0.2, 0.5),

@@ -1,8 +1,9 @@
 """Lengths in the units image files use, converted to micrometres; plausible pixel sizes.
 
 Sources of the unit names:
-- OME-XML `UnitsLength` (ome.xsd 2016-06): SI symbols from ym to Ym, Å, thou, li, in, ft, yd, mi,
-  ua, ly, pc, pt, "pixel" and "reference frame"; `PhysicalSize*Unit` defaults to µm.
+- OME-XML `UnitsLength` (ome.xsd 2016-06): SI symbols from ym to Ym, Å, thou, in, ft, yd, mi,
+  ua, ly, pc, pt ("li", a line, is left out: its length varies), "pixel" and "reference frame";
+  `PhysicalSize*Unit` defaults to µm.
 - OME-NGFF 0.4/0.5 axis `unit`: the UDUNITS-2 length names (angstrom ... nanometer, micrometer,
   millimeter ... parsec, inch, foot, yard, mile).
 - ImageJ `unit`/`yunit`/`zunit` in the TIFF description: free text that Fiji writes as "micron",
@@ -26,7 +27,7 @@ _INCH = 25400.0  # µm, exact
 # Symbols are case-sensitive (Mm is a megametre, mm a millimetre); names are not.
 _SYMBOLS = {f"{symbol}m": 10.0 ** (power + 6) for symbol, _, power in _PREFIXES}
 _SYMBOLS |= {"μm": 1.0, "um": 1.0, "\u00c5": 1e-4, "\u212b": 1e-4, "in": _INCH, "thou": _INCH / 1000, "mil": _INCH / 1000,
-             "ft": _INCH * 12, "yd": _INCH * 36, "mi": _INCH * 63360, "pt": _INCH / 72, "li": 201168.0,
+             "ft": _INCH * 12, "yd": _INCH * 36, "mi": _INCH * 63360, "pt": _INCH / 72,
              "ua": 1.495978707e17, "ly": 9.4607304725808e21, "pc": 3.0856775814913673e22}
 _NAMES = {f"{name}{metre}": 10.0 ** (power + 6) for _, name, power in _PREFIXES for metre in ("meter", "metre")}
 _NAMES |= {"micron": 1.0, "angstrom": 1e-4, "ångström": 1e-4, "inch": _INCH, "foot": _INCH * 12, "feet": _INCH * 12,
