@@ -460,6 +460,17 @@ def test_ome_zarr_axis_units_converted(tmp_path, unit, scale, expected):
     assert image.units == ("micrometer",) * 3
 
 
+def test_ome_zarr_time_unit_is_not_a_length(tmp_path):
+    """NGFF time axes carry time units ("second"): only the spatial axes' units are lengths."""
+    path = tmp_path / "t.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=(1, 16, 16), dtype="uint16")[:] = ramp((1, 16, 16))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t", "type": "time", "unit": "second"}] + [
+        {"name": n, "type": "space", "unit": "nanometer"} for n in "yx"], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 100, 100]}]}]}]
+    assert io.open_image(path).pixel_size == pytest.approx((0.1, 0.1))
+
+
 def test_ome_zarr_transformations_composed(tmp_path):
     """NGFF 0.4: the multiscale's own coordinateTransformations apply after each dataset's."""
     path = tmp_path / "c.ome.zarr"

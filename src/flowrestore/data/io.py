@@ -5,7 +5,7 @@ Every reader returns an `Image` whose `data` is a lazy dask array over the file'
 map, region by region), so a volume larger than memory is never loaded whole. A chunk that
 cannot be decoded, whichever step reads it, raises an `InputError` naming the file.
 
-Pixel sizes are read in the file's own unit and converted to micrometres (units.py); a size the
+Pixel sizes are read in the file's own unit and converted to micrometres (physical.py); a size the
 file does not give, or gives implausibly (a 72-dpi print resolution), is recorded as unknown: a
 bare scale (1 when absent) with no unit, and a one-line `Image.note` saying why.
 
@@ -310,6 +310,8 @@ def _open_zarr(path: Path, check_chunks: bool = True) -> Image:
             raise InputError(path, str(exc), "write the scale into the multiscales metadata (NGFF 0.4)") from exc
         for i, meta in enumerate(axes_meta):
             name = (meta if isinstance(meta, str) else meta["name"]).upper()
+            if name not in SPATIAL:  # channel, or time with its own (time) unit
+                continue
             value = scale[i] if scale else 1.0
             unit = None if isinstance(meta, str) else meta.get("unit")
             factor = U.micrometres(unit)

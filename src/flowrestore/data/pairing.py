@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,17 +331,18 @@ def write_manifest(row_files: list[str], path: str | os.PathLike, require_splits
 
 
 def _compare_pixel_sizes(rows: list[dict]) -> None:
-    """Warn (log and the rows' `note`) about acquisitions whose known pixel sizes differ by more than
-    PIXEL_SIZE_TOLERANCE from the most common size, naming both input files."""
-    sizes = {r["pair_id"]: parse_pixel_size(r["pixel_size"]) for r in rows if r.get("pixel_size")}
-    known = [(r, sizes[r["pair_id"]]) for r in rows if r["pair_id"] in sizes]
-    if not known:
+    """Warn (log and the rows' `note`) about acquisitions whose pixel sizes differ by more than
+    PIXEL_SIZE_TOLERANCE from the most common one, naming both input files."""
+    texts = Counter(r["pixel_size"] for r in rows if r.get("pixel_size"))
+    if not texts:
         return
-    # The reference: the size most acquisitions share (the first such row by name on a tie).
-    share = lambda s: sum(not any(_differs(a, b) for a, b in zip(s, t)) and len(s) == len(t) for _, t in known)  # noqa: E731
-    reference, ref_size = max(sorted(known, key=lambda k: k[0]["pair_id"]), key=lambda k: share(k[1]))
-    for row, size in known:
-        if row is reference or len(size) != len(ref_size) or not any(_differs(a, b) for a, b in zip(size, ref_size)):
+    # The reference: the size most acquisitions give (the first such row by name on a tie).
+    common = max(texts.values())
+    reference = min((r for r in rows if texts.get(r.get("pixel_size")) == common), key=lambda r: r["pair_id"])
+    ref_size = parse_pixel_size(reference["pixel_size"])
+    for row in rows:
+        size = parse_pixel_size(row["pixel_size"]) if row.get("pixel_size") else ()
+        if len(size) != len(ref_size) or not any(_differs(a, b) for a, b in zip(size, ref_size)):
             continue
         note = (f"{row['input']}: pixel size {format_pixel_size(size)} µm differs from {format_pixel_size(ref_size)} µm "
                 f"of {reference['input']} by more than {PIXEL_SIZE_TOLERANCE:.0%}")
