@@ -103,6 +103,14 @@ def _unpaired(work: Path) -> dict:
     return {}
 
 
+def _one_3d_among_2d(work: Path) -> dict:
+    _two_pairs(work)
+    wf, conf = make_pair((3, *SHAPE), 5)
+    write_tiff(work / "data" / "c_wf.tif", wf)
+    write_tiff(work / "data" / "c_confocal.tif", conf)
+    return {}
+
+
 def _two_files_one_acquisition(work: Path) -> dict:
     _two_pairs(work)
     (work / "data" / "a_wf_old.tif").write_bytes((work / "data" / "a_wf.tif").read_bytes())
@@ -130,6 +138,7 @@ WORKFLOW_PARSE_CASES = {
     "unpaired-file": ParseCase(_unpaired, "data/c_wf.tif", ("no target partner", "c_confocal.tif")),
     "file-in-two-pairs": ParseCase(_sheet(("a", *A, "train"), ("b", A[0], B[1], "test")), "data/a_wf.tif",
                                    ("used by two pairs",)),
+    "2d-and-3d-mixed": ParseCase(_one_3d_among_2d, "data/c_wf.tif", ("is 3-D", "2 of the 3 inputs are 2-D")),
     "sheet-path-escapes-folder": ParseCase(_sheet(("a", *A, "train"), ("c", "../outside_wf.tif", B[1], "test"),
                                                   outside=True), "data/samples.tsv", ("outside the data folder",)),
 }
@@ -265,6 +274,27 @@ def _truncated_zarr_chunk(data: Path, name: str) -> str:
     return path.name
 
 
+def _unknown_unit(data: Path, name: str) -> str:
+    tifffile.imwrite(data / f"{name}_wf.tif", make_pair(SHAPE, 5)[0], imagej=True, resolution=(10, 10),
+                     metadata={"unit": "furlong"})
+    return f"{name}_wf.tif"
+
+
+def _two_positions(data: Path, name: str) -> str:
+    with tifffile.TiffWriter(data / f"{name}_wf.ome.tif", ome=True) as tif:
+        for seed in (6, 7):
+            tif.write(make_pair(SHAPE, seed)[0], metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
+    return f"{name}_wf.ome.tif"
+
+
+def _zarr_missing_chunk(data: Path, name: str) -> str:
+    path = data / f"{name}_wf.zarr"
+    array = zarr.open_array(str(path), mode="w", shape=SHAPE, chunks=(16, 16), dtype="uint16", zarr_format=3)
+    array[:] = make_pair(SHAPE, 8)[0]
+    (path / "c" / "1" / "0").unlink()  # a copy that lost one chunk file
+    return path.name
+
+
 def _wider_target(data: Path, name: str) -> str:
     return os.path.basename(write_tiff(data / f"{name}_confocal.tif", make_pair((SHAPE[0], SHAPE[1] + 8), 4)[1]))
 
@@ -273,6 +303,9 @@ PIXEL_CASES = {
     "corrupt-tiff": PixelCase(_with_input(_random_bytes), ("cannot be read",), convert=True),
     "truncated-tiff": PixelCase(_with_input(_truncated_tiff), ("truncated or corrupt",), convert=True),
     "truncated-zarr-chunk": PixelCase(_with_input(_truncated_zarr_chunk), ("cannot be read",), convert=True),
+    "unknown-length-unit": PixelCase(_with_input(_unknown_unit), ("unknown length unit 'furlong'",), convert=True),
+    "two-position-ome-tiff": PixelCase(_with_input(_two_positions), ("2 OME images",), convert=True),
+    "zarr-missing-chunk": PixelCase(_with_input(_zarr_missing_chunk), ("1 of its 4 chunks missing",), convert=True),
     "complex-pixels": PixelCase(_with_input(lambda d, n: _tif(d, n, np.ones(SHAPE, np.complex64))), ("complex",)),
     "bool-pixels": PixelCase(_with_input(lambda d, n: _tif(d, n, np.eye(SHAPE[0], dtype=bool))), ("boolean",)),
     "shape-mismatch": PixelCase(_with_target(_wider_target), ("has shape",), role="target"),

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from flowrestore.analysis import evaluate as E
 from flowrestore.errors import InputError
 from flowrestore.data.io import create_ome_zarr, write_ome_zarr
-from flowrestore.data.pairing import write_rows
+from flowrestore.data.pairing import read_rows, write_rows
 
 PIXEL = 0.2
 
@@ -197,3 +197,26 @@ def test_run_writes_all_tables_and_plots(run, tmp_path):
     example_crops(panels, tmp_path / "ex.png", title="t0", pixel_size=PIXEL)
     for name in ("pd.png", "ex.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_pixel_size_gives_frc_in_pixels(tmp_path):
+    """One test pair without a known pixel size: every FRC of the split is in pixels (one unit per
+    table), its pixel_size_um is empty, and the values are the µm ones divided by the pixel size."""
+    known = make_run(tmp_path / "known")
+    unknown = make_run(tmp_path / "unknown")
+    rows = read_rows(unknown["manifest"])
+    for r in rows:
+        if r["pair_id"] == "t1":
+            r["pixel_size"] = "unknown,unknown"
+    write_rows(rows, unknown["manifest"])
+    assert E.frc_unit(E.pairs_of_split(known["manifest"], known["convert"])) == "µm"
+    assert E.frc_unit(E.pairs_of_split(unknown["manifest"], unknown["convert"])) == "pixels"
+    in_um, in_px = _evaluate(known), _evaluate(unknown)
+    assert in_px.set_index(["acquisition", "label"])["pixel_size_um"].isna().to_dict() == {
+        (a, label): a == "t1" for a, label in zip(in_px["acquisition"], in_px["label"])}
+    for column in ("frc_1/7_um", "frc_0.5_um"):
+        np.testing.assert_allclose(in_px[column].to_numpy(), in_um[column].to_numpy() / PIXEL, rtol=1e-9)
+    assert (in_px["frc_1/7_um"] >= 2 - 1e-9).all()  # Nyquist: 2 pixels
+    curve = E.perception_distortion(unknown["manifest"], unknown["convert"], unknown["predict"], unknown["models"])
+    curve_um = E.perception_distortion(known["manifest"], known["convert"], known["predict"], known["models"])
+    np.testing.assert_allclose(curve["frc_1/7_um"].to_numpy(), curve_um["frc_1/7_um"].to_numpy() / PIXEL, rtol=1e-9)

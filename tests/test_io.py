@@ -167,6 +167,200 @@ def test_contiguous_tiff_reads_regions_not_whole_planes(tmp_path, byteorder):
     np.testing.assert_array_equal(image.data[300:310, 500:520].compute(), data[300:310, 500:520])
 
 
+# ---------------------------------------------------------------------------- physical units (issue 25, items 1 and 9)
+# Right values: the unit definitions (1 nm = 1e-3 µm, 1 mm = 1e3 µm, 1 cm = 1e4 µm, 1 inch = 25400 µm, 1 Å = 1e-4 µm).
+
+
+@pytest.mark.parametrize("unit,micrometres", [
+    ("nanometer", 1e-3), ("micrometer", 1.0), ("millimeter", 1e3), ("centimeter", 1e4), ("meter", 1e6),
+    ("angstrom", 1e-4), ("picometer", 1e-6), ("inch", 25400.0), ("foot", 304800.0),  # NGFF (UDUNITS-2) names
+    ("nm", 1e-3), ("µm", 1.0), ("μm", 1.0), ("mm", 1e3), ("Mm", 1e12), ("Å", 1e-4), ("pm", 1e-6), ("in", 25400.0),
+    ("pt", 25400.0 / 72),  # OME-XML symbols; Mm is a megametre, not a millimetre
+    ("micron", 1.0), ("microns", 1.0), ("um", 1.0), ("\\u00B5m", 1.0), ("Nanometers", 1e-3),  # ImageJ spellings
+    ("pixel", None), ("reference frame", None), ("", None),  # no physical length: unknown
+])
+def test_unit_table(unit, micrometres):
+    from flowrestore.data.physical import micrometres as to_um
+
+    assert to_um(unit) == (None if micrometres is None else pytest.approx(micrometres, rel=1e-12))
+
+
+def test_unknown_unit_raises():
+    from flowrestore.data.physical import UnknownUnit, micrometres
+
+    for unit in ("furlong", "MM", "micrometre2", "li"):
+        with pytest.raises(UnknownUnit):
+            micrometres(unit)
+
+
+@pytest.mark.parametrize("unit,per_pixel,spacing,expected_xy,expected_z", [
+    ("nm", 8.0, 200.0, 0.008, 0.2),
+    ("cm", 2e-5, 5e-5, 0.2, 0.5),
+    ("mm", 2e-4, 5e-4, 0.2, 0.5),
+    ("um", 0.2, 0.5, 0.2, 0.5),
+    ("\\u00B5m", 0.2, 0.5, 0.2, 0.5),  # how Fiji writes µm into the description
+    ("micron", 0.2, 0.5, 0.2, 0.5),
+])
+def test_imagej_unit_converted_to_micrometre(tmp_path, unit, per_pixel, spacing, expected_xy, expected_z):
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(path, ramp((3, 16, 16)), imagej=True, resolution=(1 / per_pixel, 1 / per_pixel),
+                     metadata={"unit": unit, "spacing": spacing, "axes": "ZYX"})
+    image = io.open_image(path)
+    assert image.pixel_size == pytest.approx((expected_z, expected_xy, expected_xy), rel=1e-5)
+    assert image.units == ("micrometer",) * 3 and image.note == ""
+
+
+def test_imagej_yunit_and_zunit(tmp_path):
+    """ImageJ's Calibration writes yunit/zunit when they differ from `unit`; spacing is in zunit."""
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(path, ramp((3, 16, 16)), imagej=True, resolution=(1 / 0.25, 1 / 100),
+                     metadata={"unit": "um", "yunit": "nm", "zunit": "nm", "spacing": 300, "axes": "ZYX"})
+    assert io.open_image(path).pixel_size == pytest.approx((0.3, 0.1, 0.25))
+
+
+@pytest.mark.parametrize("unit,value,expected", [("nm", 65, 0.065), ("cm", 1e-5, 0.1), ("Å", 1000, 0.1),
+                                                 ("pm", 1e5, 0.1), ("mm", 1e-4, 0.1)])
+def test_ome_tiff_units(tmp_path, unit, value, expected):
+    path = tmp_path / "ome.tif"
+    tifffile.imwrite(path, ramp((16, 16)), ome=True, metadata={
+        "axes": "YX", "PhysicalSizeX": value, "PhysicalSizeXUnit": unit, "PhysicalSizeY": value,
+        "PhysicalSizeYUnit": unit})
+    assert io.open_image(path).pixel_size == pytest.approx((expected, expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("unit,per_unit,expected", [("INCH", 25400 / 0.5, 0.5), ("CENTIMETER", 1e4 / 0.2, 0.2)])
+def test_resolution_tags_with_unit(tmp_path, unit, per_unit, expected):
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, ramp((16, 16)), resolution=(per_unit, per_unit), resolutionunit=unit)
+    image = io.open_image(path)
+    assert image.pixel_size == pytest.approx((expected, expected)) and image.units == ("micrometer",) * 2
+
+
+@pytest.mark.parametrize("writer", ["imagej", "ome", "ngff"])
+def test_unknown_unit_refused(tmp_path, writer):
+    if writer == "imagej":
+        path = tmp_path / "ij.tif"
+        tifffile.imwrite(path, ramp((16, 16)), imagej=True, resolution=(5, 5), metadata={"unit": "furlong"})
+    elif writer == "ome":
+        path = tmp_path / "ome.tif"
+        tifffile.imwrite(path, ramp((16, 16)), ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.1,
+                                                                   "PhysicalSizeXUnit": "furlong"})
+    else:
+        path = tmp_path / "img.ome.zarr"
+        io.write_ome_zarr(path, ramp((16, 16)), "YX", (0.1, 0.1))
+        attrs = io.read_attrs(path)
+        attrs["multiscales"][0]["axes"][1]["unit"] = "furlong"
+        (path / ".zattrs").write_text(json.dumps(attrs))
+    assert "unknown length unit 'furlong'" in input_error(io.open_image, path, path=path)
+
+
+@pytest.mark.parametrize("case", ["no-tags", "resolution-unit-none", "72-dpi", "96-dpi", "300-dpi", "imagej-pixel",
+                                  "ome-pixel", "ome-65-mm"])
+def test_missing_or_implausible_pixel_size_is_unknown(tmp_path, case):
+    """No physical size, or one no microscope gives (an editor's 72 dpi is 25400/72 = 352.8 µm): unknown,
+    scale 1 and no unit, with a note saying why; never 1 µm or 352.78 µm."""
+    path = tmp_path / "img.tif"
+    data = ramp((16, 16))
+    if case == "no-tags":  # Pillow writes no resolution tags (tifffile always does)
+        from PIL import Image as PILImage
+
+        PILImage.fromarray(data).save(path)
+        with tifffile.TiffFile(path) as tif:
+            assert "XResolution" not in tif.pages.first.tags
+    elif case == "resolution-unit-none":
+        tifffile.imwrite(path, data, resolution=(10, 10), resolutionunit="NONE")
+    elif case.endswith("dpi"):
+        dpi = int(case.split("-")[0])
+        tifffile.imwrite(path, data, resolution=(dpi, dpi), resolutionunit="INCH")
+    elif case == "imagej-pixel":
+        tifffile.imwrite(path, data, imagej=True, resolution=(1, 1), metadata={"unit": "pixel"})
+    elif case == "ome-pixel":
+        tifffile.imwrite(path, data, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 1, "PhysicalSizeXUnit": "pixel",
+                                                         "PhysicalSizeY": 1, "PhysicalSizeYUnit": "pixel"})
+    else:
+        tifffile.imwrite(path, data, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.065, "PhysicalSizeXUnit": "mm",
+                                                         "PhysicalSizeY": 0.065, "PhysicalSizeYUnit": "mm"})
+    image = io.open_image(path)
+    assert image.pixel_size == (1.0, 1.0) and image.units == (None, None) and image.pixel_size_um == (None, None)
+    assert image.note.startswith("pixel size unknown") and "\n" not in image.note
+
+    out = tmp_path / "img.ome.zarr"
+    io.convert(path, out)
+    axes = io.read_attrs(out)["multiscales"][0]["axes"]
+    assert [a.get("unit") for a in axes] == [None, None]
+    assert io.read_attrs(out)["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 1.0]
+    assert io.open_image(out).units == (None, None)
+
+
+def test_3d_without_z_spacing_keeps_lateral_size(tmp_path):
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(path, ramp((3, 16, 16)), imagej=True, resolution=(10, 10), metadata={"unit": "um", "axes": "ZYX"})
+    image = io.open_image(path)
+    assert image.pixel_size_um == (None, pytest.approx(0.1), pytest.approx(0.1))
+    assert "Z: no ImageJ spacing" in image.note
+
+
+@pytest.mark.parametrize("given,expected", [(0.2, (None, 0.2, 0.2)), ([0.5, 0.2, 0.1], (0.5, 0.2, 0.1))])
+def test_configured_pixel_size_fills_unknown_axes(tmp_path, given, expected):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, ramp((3, 16, 16)), photometric="minisblack")
+    image = io.with_pixel_size(io.open_image(path), given)
+    assert image.pixel_size_um == tuple(None if e is None else pytest.approx(e) for e in expected)
+    out = tmp_path / "plain.ome.zarr"
+    io.convert(path, out, pixel_size=given)
+    assert io.open_image(out).pixel_size_um == image.pixel_size_um
+
+
+def test_configured_pixel_size_keeps_the_files_own(tmp_path):
+    path = tmp_path / "ome.tif"
+    tifffile.imwrite(path, ramp((16, 16)), ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
+    assert io.with_pixel_size(io.open_image(path), 0.5).pixel_size == pytest.approx((0.1, 0.1))
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, ramp((16, 16)))
+    assert "gives 3 sizes" in input_error(io.with_pixel_size, io.open_image(plain), [1.0, 1.0, 1.0], path=plain)
+
+
+# ---------------------------------------------------------------------------- several series in one TIFF (item 3)
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_planes_appended_one_by_one_are_one_stack(tmp_path, compression):
+    """tifffile.imwrite(..., append=True) gives each plane its own series: all of them are the stack."""
+    path = tmp_path / "append.tif"
+    data = ramp((6, 24, 16))
+    for plane in data:
+        tifffile.imwrite(path, plane, append=True, compression=compression)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 6
+    image = io.open_image(path)
+    assert image.axes == "ZYX" and image.shape == (6, 24, 16)
+    np.testing.assert_array_equal(image.data.compute(), data)
+    np.testing.assert_array_equal(image.data[2:5, 3:9, 1:4].compute(), data[2:5, 3:9, 1:4])
+
+
+def test_two_position_ome_tiff_refused(tmp_path):
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for i in range(2):
+            tif.write(ramp((3, 16, 16)) + i, metadata={"axes": "ZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
+    problem = input_error(io.open_image, path, path=path)
+    assert "2 OME images" in problem
+
+
+@pytest.mark.parametrize("case", ["different-shapes", "stacks"])
+def test_series_that_are_not_planes_of_one_stack_refused(tmp_path, case):
+    path = tmp_path / f"{case}.tif"
+    if case == "different-shapes":
+        tifffile.imwrite(path, ramp((16, 16)), append=True)
+        tifffile.imwrite(path, ramp((16, 24)), append=True)
+        word = "2 image series of different shapes"
+    else:
+        for _ in range(3):
+            tifffile.imwrite(path, ramp((4, 16, 16)), append=True)
+        word = "3 image series of 4x16x16"
+    assert word in input_error(io.open_image, path, path=path)
+
+
 # ---------------------------------------------------------------------------- zarr / OME-Zarr
 
 
@@ -250,6 +444,78 @@ def test_ome_zarr_0_5_nested_metadata(tmp_path):
     image = io.open_image(path)
     assert image.axes == "ZYX" and image.pixel_size == pytest.approx((2.0, 0.5, 0.25))
     assert float(image.data.mean().compute()) == 1.5
+
+
+@pytest.mark.parametrize("unit,scale,expected", [("nanometer", 65, 0.065), ("millimeter", 0.0002, 0.2),
+                                                 ("micrometer", 0.2, 0.2), ("angstrom", 1000, 0.1)])
+def test_ome_zarr_axis_units_converted(tmp_path, unit, scale, expected):
+    path = tmp_path / "u.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=(2, 16, 16), dtype="uint16")[:] = ramp((2, 16, 16))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space", "unit": unit} for n in "zyx"],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [
+                                       {"type": "scale", "scale": [2 * scale, scale, scale]}]}]}]
+    image = io.open_image(path)
+    assert image.pixel_size == pytest.approx((2 * expected, expected, expected), rel=1e-6)
+    assert image.units == ("micrometer",) * 3
+
+
+def test_ome_zarr_time_unit_is_not_a_length(tmp_path):
+    """NGFF time axes carry time units ("second"): only the spatial axes' units are lengths."""
+    path = tmp_path / "t.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=(1, 16, 16), dtype="uint16")[:] = ramp((1, 16, 16))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t", "type": "time", "unit": "second"}] + [
+        {"name": n, "type": "space", "unit": "nanometer"} for n in "yx"], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 100, 100]}]}]}]
+    assert io.open_image(path).pixel_size == pytest.approx((0.1, 0.1))
+
+
+def test_ome_zarr_transformations_composed(tmp_path):
+    """NGFF 0.4: the multiscale's own coordinateTransformations apply after each dataset's."""
+    path = tmp_path / "c.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=(2, 16, 16), dtype="uint16")[:] = ramp((2, 16, 16))
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.25]},
+                                                                 {"type": "translation", "translation": [0, 10, 10]}]}],
+        "coordinateTransformations": [{"type": "scale", "scale": [3.0, 0.2, 0.2]}]}]
+    assert io.open_image(path).pixel_size == pytest.approx((3.0, 0.1, 0.05))
+
+
+# ---------------------------------------------------------------------------- missing chunks (item 4)
+
+
+@pytest.mark.parametrize("zarr_format,sharded", [(2, False), (3, False), (3, True)])
+def test_zarr_with_missing_chunk_refused(tmp_path, zarr_format, sharded):
+    path = tmp_path / "lost.zarr"
+    kwargs = {"shards": (16, 16), "chunks": (8, 8)} if sharded else {"chunks": (16, 16)}
+    array = zarr.create_array(str(path), shape=(32, 32), dtype="uint16", zarr_format=zarr_format, **kwargs)
+    array[:] = ramp((32, 32)) + 1
+    (path / ("c/1/1" if zarr_format == 3 else "1.1")).unlink()
+    missing = 4 if sharded else 1  # a lost shard holds 2x2 chunks
+    assert f"has {missing} of its {16 if sharded else 4} chunks missing" in input_error(io.open_image, path, path=path)
+
+
+def test_ome_zarr_with_missing_chunk_refused_and_declared_sparse_accepted(tmp_path):
+    path = tmp_path / "img.ome.zarr"
+    io.write_ome_zarr(path, ramp((32, 32)) + 1, "YX", (0.1, 0.1), chunks=(16, 16))
+    (path / "0" / "0" / "1").unlink()
+    assert "has 1 of its 4 chunks missing" in input_error(io.open_image, path, path=path)
+    attrs = io.read_attrs(path) | {"sparse": True}
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    image = io.open_image(path)
+    assert int(image.data[:16, 16:].max().compute()) == 0  # the fill value, as declared
+
+
+def test_written_ome_zarr_stores_chunks_equal_to_the_fill_value(tmp_path):
+    """Our own outputs must pass the missing-chunk check: a zero chunk is stored, not left out."""
+    path = tmp_path / "zeros.ome.zarr"
+    data = ramp((32, 32))
+    data[:16, :16] = 0
+    io.write_ome_zarr(path, data, "YX", (0.1, 0.1), chunks=(16, 16))
+    np.testing.assert_array_equal(io.open_image(path).data.compute(), data)
 
 
 def test_zarr_group_without_multiscales_refused(tmp_path):

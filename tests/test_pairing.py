@@ -402,3 +402,79 @@ def test_pairs_from_folder_and_sheet_agree(demo):
     sheet = write_sheet(folder / "samples.tsv", [(a, os.path.basename(i), os.path.basename(t)) for a, i, t, _ in from_folder])
     assert pairs_from_sheet(sheet) == from_folder
     assert [a for a, *_ in from_folder] == ["demo000", "demo001"]
+
+
+# ---------------------------------------------------------------------------- dimensions and pixel sizes (issue 25)
+
+
+@pytest.mark.parametrize("odd", ["3d-among-2d", "2d-among-3d"])
+def test_mixed_2d_and_3d_refused_when_planned(tmp_path, odd):
+    """One model restores 2-D or 3-D images: the odd acquisition is named before any job runs."""
+    folder = tmp_path / "data"
+    write_demo(folder, 3, (3, 32, 32) if odd == "2d-among-3d" else (32, 32), seed=0)
+    odd_shape = (32, 32) if odd == "2d-among-3d" else (3, 32, 32)
+    write_demo(tmp_path / "other", 1, odd_shape, seed=1)
+    for role in ("wf", "confocal"):
+        os.replace(tmp_path / "other" / f"demo000_{role}.tif", folder / f"demo100_{role}.tif")
+    problem = fails(plan_pairs, data_config(folder), path=folder / "demo100_wf.tif")
+    assert f"is {len(odd_shape)}-D" in problem and f"3 of the 4 inputs are {5 - len(odd_shape)}-D" in problem
+
+
+def test_unreadable_input_left_to_its_check_when_planned(demo):
+    """A file that cannot be opened is reported by its own check_pair job, not at parse time."""
+    folder, _ = demo
+    (folder / "demo001_wf.tif").write_bytes(b"not a tiff")
+    assert [p.acquisition for p in plan_pairs(data_config(folder))] == ["demo000", "demo001"]
+
+
+def _tif(path, data, **kwargs):
+    tifffile.imwrite(path, data, photometric="minisblack", **kwargs)
+    return path
+
+
+def test_unknown_pixel_size_reported_and_recorded(tmp_path, caplog):
+    """No resolution tags: a warning in the log and the row's note; the manifest says 'unknown'."""
+    wf, cf = make_pair(SHAPE, 1)
+    data, out, inp, tgt = one_pair(tmp_path, wf, cf)
+    with caplog.at_level("WARNING", logger="flowrestore.data.pairing"):
+        rows = run(data, out)
+    assert rows[0]["pixel_size"] == "unknown,unknown"
+    assert f"{inp}: pixel size unknown" in rows[0]["note"] and f"{tgt}: pixel size unknown" in rows[0]["note"]
+    assert any(f"{inp}: pixel size unknown" in r.getMessage() for r in caplog.records)
+    assert read_rows(out / "pairs.tsv")[0]["note"] == rows[0]["note"]
+
+
+@pytest.mark.parametrize("given,expected", [(0.2, "0.2,0.2"), ([0.3, 0.2], "0.3,0.2")])
+def test_configured_pixel_size_in_manifest(tmp_path, given, expected):
+    wf, cf = make_pair(SHAPE, 1)
+    _, _, inp, tgt = one_pair(tmp_path, wf, cf)
+    row = check_pair(Pair("x", str(inp), str(tgt), "train"), pixel_size=given)
+    assert (row["pixel_size"], row["note"]) == (expected, "")
+
+
+def test_pixel_sizes_of_a_pair_that_differ_are_reported(tmp_path):
+    wf, cf = make_pair(SHAPE, 1)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    inp = _tif(folder / "x_wf.tif", wf, resolution=(1e4 / 0.1, 1e4 / 0.1), resolutionunit="CENTIMETER")
+    tgt = _tif(folder / "x_confocal.tif", cf, resolution=(1e4 / 0.2, 1e4 / 0.2), resolutionunit="CENTIMETER")
+    row = check_pair(Pair("x", str(inp), str(tgt), "train"))
+    assert row["pixel_size"] == "0.1,0.1"  # the input's: it labels the restored image
+    assert f"{tgt}: pixel size 0.2,0.2 µm differs from 0.1,0.1 µm of its input {inp}" in row["note"]
+
+
+def test_acquisitions_with_different_pixel_sizes_reported(tmp_path, caplog):
+    """0.065 µm and 1 µm in one data set: one warning naming both inputs (and in that row's note)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i, size in enumerate([0.065, 0.065, 1.0]):
+        wf, cf = make_pair(SHAPE, i)
+        for role, image in (("wf", wf), ("confocal", cf)):
+            _tif(folder / f"a{i}_{role}.tif", image, resolution=(1e4 / size, 1e4 / size), resolutionunit="CENTIMETER")
+    with caplog.at_level("WARNING", logger="flowrestore.data.pairing"):
+        rows = {r["pair_id"]: r for r in run(data_config(folder), tmp_path / "results")}
+    expected = f"{folder / 'a2_wf.tif'}: pixel size 1,1 µm differs from 0.065,0.065 µm of {folder / 'a0_wf.tif'}"
+    assert expected in rows["a2"]["note"]
+    assert rows["a0"]["note"] == rows["a1"]["note"] == ""
+    assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [rows["a2"]["note"]]
+    assert {r["pair_id"]: r["note"] for r in read_rows(tmp_path / "results" / "pairs.tsv")}["a2"] == rows["a2"]["note"]

@@ -127,3 +127,23 @@ def test_a_broken_image_is_detected_by_the_browser_check(chromium, report, tmp_p
     loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
     assert loaded == total - 1
 
+
+
+def test_report_without_pixel_size_shows_no_micrometres(tmp_path):
+    """Pixel sizes unknown: FRC titled in pixels and no µm figure anywhere in the metric tables."""
+    from flowrestore.data.pairing import read_rows, write_rows
+
+    run = make_run(tmp_path, shape=(48, 48), test=2, val=1)
+    rows = read_rows(run["manifest"])
+    for r in rows:
+        r["pixel_size"] = "unknown,unknown"
+    write_rows(rows, run["manifest"])
+    ev = tmp_path / "evaluate"
+    tables = {k: ev / f"{k}.tsv" for k in ("metrics", "summary", "pd", "comparisons")}
+    E.run(run["manifest"], run["convert"], run["predict"], run["models"], tables["metrics"], tables["summary"],
+          tables["pd"], tables["comparisons"])
+    html = build_report(tmp_path / "report.html", {}, run["manifest"], tables["metrics"], tables["summary"],
+                        tables["comparisons"])
+    assert "FRC resolution 1/7 (pixels)" in html and "FRC resolution</b> (pixels)" in html
+    assert "FRC resolution 1/7 (µm)" not in html and "(µm) is the finest" not in html
+    assert "unknown × unknown" in html  # the data table says so, instead of 1 × 1 µm

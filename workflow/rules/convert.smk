@@ -5,6 +5,7 @@ rule convert:
         image=directory(f"{RESULTS}/convert/{{role}}/{{acquisition}}.ome.zarr"),
     params:
         chunks=config["convert"]["chunks"],
+        pixel_size=config["data"]["pixel_size"],
     log:
         f"{RESULTS}/logs/convert/{{role}}/{{acquisition}}.log",
     message:

@@ -27,6 +27,7 @@ rule check_pair:
         pair=lambda w: PAIR[w.acquisition],
         normalize=config["normalize"],
         tolerance=config["data"]["registration_tolerance"],
+        pixel_size=config["data"]["pixel_size"],
     log:
         f"{RESULTS}/logs/check_pair/{{acquisition}}.log",
     message:

@@ -33,11 +33,12 @@ from ..atomic import atomic_output
 from ..config import defaults
 from ..errors import InputError
 from ..data.io import open_image
-from ..data.pairing import read_rows
+from ..data.pairing import parse_pixel_size, read_rows
 
 log = logging.getLogger(__name__)
 
-# compute_all's names -> table columns (FRC resolutions carry their unit, micrometres).
+# compute_all's names -> table columns. FRC resolutions are in micrometres, or in pixels for a split
+# where some pair's pixel size is unknown (frc_unit; the table's pixel_size_um is then empty there).
 METRICS = {"psnr": "psnr", "psnr_affine": "psnr_affine", "ssim": "ssim", "ms_ssim": "ms_ssim",
            "frc_1/7": "frc_1/7_um", "frc_0.5": "frc_0.5_um"}
 COLUMNS = list(METRICS.values())
@@ -60,7 +61,7 @@ class TestPair:
     target_path: str
     input_norm: tuple[float, float]
     target_norm: tuple[float, float]
-    pixel_size: tuple[float, ...]
+    pixel_size: tuple[float | None, ...]  # µm per axis, None where unknown
 
 
 def pairs_of_split(manifest, convert_dir, split: str = "test", required: bool = True) -> list[TestPair]:
@@ -78,7 +79,7 @@ def pairs_of_split(manifest, convert_dir, split: str = "test", required: bool = 
         out.append(TestPair(
             acq, os.path.join(convert_dir, "input", f"{acq}.ome.zarr"), os.path.join(convert_dir, "target", f"{acq}.ome.zarr"),
             (float(r["input_low"]), float(r["input_high"])), (float(r["target_low"]), float(r["target_high"])),
-            tuple(float(p) for p in r["pixel_size"].split(",")),
+            parse_pixel_size(r["pixel_size"]),
         ))
     return out
 
@@ -123,12 +124,24 @@ def to_target_units(x_norm: np.ndarray, target_norm: tuple[float, float]) -> np.
     return np.float32(low) + x_norm * np.float32(high - low)
 
 
-def lateral_pixel_size(pixel_size: tuple[float, ...]) -> float:
-    """The in-plane (Y, X) pixel size FRC is measured with (their mean if they differ)."""
+def lateral_pixel_size(pixel_size: tuple[float | None, ...]) -> float | None:
+    """The in-plane (Y, X) pixel size FRC is measured with (their mean if they differ); None if unknown."""
     y, x = pixel_size[-2:]
+    if y is None or x is None:
+        return None
     if not math.isclose(y, x, rel_tol=0.01):
         log.warning("pixel size differs in Y (%g) and X (%g); FRC uses their mean", y, x)
     return float((y + x) / 2)
+
+
+def frc_unit(pairs: list[TestPair]) -> str:
+    """"µm" when every pair's lateral pixel size is known, else "pixels" for all of them: one unit
+    per table, since a mean over µm and pixels means nothing."""
+    return "µm" if all(lateral_pixel_size(p.pixel_size) is not None for p in pairs) else "pixels"
+
+
+def _frc_pixel(pair: TestPair, unit: str) -> float:
+    return lateral_pixel_size(pair.pixel_size) if unit == "µm" else 1.0
 
 
 def prediction_norm(info: dict, pair: TestPair) -> tuple[float, float]:
@@ -181,9 +194,11 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
     (empty when missing) and `missing` ("column: reason; ...").
     """
     rows = []
-    for pair in pairs_of_split(manifest, convert_dir, split):
+    pairs = pairs_of_split(manifest, convert_dir, split)
+    unit = frc_unit(pairs)
+    for pair in pairs:
         target = load_image(pair.target_path)
-        pixel = lateral_pixel_size(pair.pixel_size)
+        pixel = _frc_pixel(pair, unit)
         widefield = load_image(pair.input_path)
         check_shape(pair.input_path, widefield.shape, pair.target_path, target.shape)
         estimates = [(INPUT, INPUT, INPUT, to_target_units(normalised(widefield, *pair.input_norm), pair.target_norm), "")]
@@ -206,7 +221,8 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
-                         "label": estimate_label(model, method, name), "pixel_size_um": pixel}
+                         "label": estimate_label(model, method, name),
+                         "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
                         | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
     return pd.DataFrame(rows, columns=ROW_KEYS + ["pixel_size_um"] + COLUMNS + ["missing"])
@@ -278,9 +294,11 @@ def perception_distortion(manifest, convert_dir, predict_dir, models: dict[str, 
     sampled = [m for m, k in models.items() if stochastic(k)]
     if not sampled:
         return pd.DataFrame(columns=["model", "acquisition", "samples", "channel", "psnr", "frc_1/7_um", "missing"])
-    for pair in pairs_of_split(manifest, convert_dir, split):
+    pairs = pairs_of_split(manifest, convert_dir, split)
+    unit = frc_unit(pairs)
+    for pair in pairs:
         target = load_image(pair.target_path)
-        pixel = lateral_pixel_size(pair.pixel_size)
+        pixel = _frc_pixel(pair, unit)
         for model in sampled:
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
             info = prediction_info(path)

@@ -157,8 +157,9 @@ def calibration_curve(bins, summary: dict, path) -> None:
     save(fig, path)
 
 
-def perception_distortion(curve, baselines: dict, path) -> None:
-    """PSNR and FRC resolution vs the number of averaged posterior samples (log2 axis).
+def perception_distortion(curve, baselines: dict, path, frc_unit: str = "µm") -> None:
+    """PSNR and FRC resolution (in `frc_unit`, see evaluate.frc_unit) vs the number of averaged
+    posterior samples (log2 axis).
 
     `curve`: rows model, acquisition, samples, psnr, frc_1/7_um; `baselines`: {label: {"psnr": v, "frc_1/7_um": v}}
     drawn as horizontal lines (point estimators, the input).
@@ -166,7 +167,7 @@ def perception_distortion(curve, baselines: dict, path) -> None:
     import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    specs = [("psnr", "PSNR (dB) — higher is better"), ("frc_1/7_um", "FRC resolution (µm) — lower is finer")]
+    specs = [("psnr", "PSNR (dB) — higher is better"), ("frc_1/7_um", f"FRC resolution ({frc_unit}) — lower is finer")]
     styles = ["--", ":", "-."]
     for ax, (column, ylabel) in zip(axes, specs):
         for model, group in curve.groupby("model", sort=False):

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from ..atomic import write_text
-from .evaluate import COLUMNS, INPUT, read_tsv
+from .evaluate import COLUMNS, INPUT, frc_unit, pairs_of_split, read_tsv
 from ..data.pairing import SPLITS, read_rows
 
 TEMPLATE = "report.html.j2"
@@ -96,11 +96,16 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[dict], list[str]]:
     return rows, notes
 
 
-def comparison_table(comparisons: pd.DataFrame) -> list[dict]:
+def metric_titles(unit: str = "µm") -> dict[str, str]:
+    """Column titles, with the FRC resolutions in `unit` (evaluate.frc_unit: µm, or pixels)."""
+    return {k: v.replace("(µm)", f"({unit})") for k, v in METRIC_TITLES.items()}
+
+
+def comparison_table(comparisons: pd.DataFrame, titles: dict[str, str] = METRIC_TITLES) -> list[dict]:
     out = []
     for r in comparisons.to_dict("records"):
         metric = r["metric"]
-        out.append({"a": r["a"], "b": r["b"], "metric": METRIC_TITLES.get(metric, metric),
+        out.append({"a": r["a"], "b": r["b"], "metric": titles.get(metric, metric),
                     "difference": _mean_std(_value(r, "difference_mean"), _value(r, "difference_std"), DIGITS.get(metric, 3)),
                     "better": f"{int(r['a_better_in'])} of {int(r['images'])}"})
     return out
@@ -215,13 +220,15 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
             "warning": _calibration_warning(c)})
     cards = _cards(summary, comparisons, [json.loads(Path(j).read_text()) for j, _ in calibration])
     n_test = int(summary["images"].max()) if len(summary) else 0
+    unit = frc_unit(pairs_of_split(manifest, "", "test", required=False))
+    titles = metric_titles(unit)
     context = {
         "title": title, "version": _version(), "results": results,
         "created": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cards": cards, "splits": data_summary(manifest), "n_test": n_test,
-        "metric_columns": [{"key": c, "title": METRIC_TITLES[c]} for c in COLUMNS],
+        "metric_columns": [{"key": c, "title": titles[c]} for c in COLUMNS], "frc_unit": unit,
         "summary_rows": summary_rows, "summary_missing": summary_missing,
-        "comparison_rows": comparison_table(comparisons), "per_image_rows": per_image_table(table),
+        "comparison_rows": comparison_table(comparisons, titles), "per_image_rows": per_image_table(table),
         "examples": [{"title": f.title, "caption": f.caption, "src": data_uri(f.path)} for f in examples],
         "perception": {"src": data_uri(perception_png), "caption": PERCEPTION_CAPTION} if perception_png else None,
         "calibrations": calibrations,

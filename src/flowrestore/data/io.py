@@ -5,6 +5,10 @@ Every reader returns an `Image` whose `data` is a lazy dask array over the file'
 map, region by region), so a volume larger than memory is never loaded whole. A chunk that
 cannot be decoded, whichever step reads it, raises an `InputError` naming the file.
 
+Pixel sizes are read in the file's own unit and converted to micrometres (physical.py); a size the
+file does not give, or gives implausibly (a 72-dpi print resolution), is recorded as unknown: a
+bare scale (1 when absent) with no unit, and a one-line `Image.note` saying why.
+
 Writers follow OME-NGFF 0.4 (zarr format 2, "/" chunk keys): the version that
 napari-ome-zarr, Fiji/MoBIE and BigDataViewer all read. The multiscales metadata is a
 20-line dict; writing it here is smaller than adapting ome-zarr-py's writer to region-wise,
@@ -18,7 +22,7 @@ import logging
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.array as da
@@ -27,6 +31,7 @@ import tifffile
 import zarr
 
 from ..errors import InputError
+from . import physical as U
 
 SPATIAL = "ZYX"
 UNIT = "micrometer"
@@ -38,7 +43,18 @@ class Image:
     path: str
     data: da.Array  # lazy, axes as in `axes`
     axes: str  # "YX" or "ZYX"
-    pixel_size: tuple[float, ...]  # per axis, micrometres
+    pixel_size: tuple[float, ...]  # per axis: micrometres where `units` says so, else the file's bare scale
+    units: tuple[str | None, ...] = ()  # per axis UNIT, or None where the size is unknown; () means all UNIT
+    note: str = ""  # why a pixel size is unknown, one line; "" when every size is known
+
+    def __post_init__(self):
+        if not self.units:
+            object.__setattr__(self, "units", (UNIT,) * len(self.axes))
+
+    @property
+    def pixel_size_um(self) -> tuple[float | None, ...]:
+        """Per axis, the pixel size in micrometres, or None where the file gives none."""
+        return tuple(p if u else None for p, u in zip(self.pixel_size, self.units))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -49,8 +65,13 @@ class Image:
         return self.data.dtype
 
 
-def open_image(path: str | os.PathLike) -> Image:
-    """Open a 2D (YX) or 3D (ZYX) acquisition lazily; singleton extra axes are dropped."""
+def open_image(path: str | os.PathLike, check_chunks: bool = True) -> Image:
+    """Open a 2D (YX) or 3D (ZYX) acquisition lazily; singleton extra axes are dropped.
+
+    Raises InputError naming the file for anything that would be read wrong: an unknown length unit,
+    several TIFF series that are not one plane each (see `_tiff_series`), a zarr array with missing
+    chunks (`check_chunks`, see `_check_chunks`; a listing of the store, no pixel is read).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found", "check the path and the file-name pattern in the config")
@@ -59,12 +80,15 @@ def open_image(path: str | os.PathLike) -> Image:
         if name.endswith(TIFF_SUFFIXES):
             image = _open_tiff(path)
         elif path.is_dir() and (name.endswith(".zarr") or _is_zarr(path)):
-            image = _open_zarr(path)
+            image = _open_zarr(path, check_chunks)
         else:
             raise InputError(path, "unsupported file type",
                              "give a .tif/.tiff (OME-TIFF), .zarr or .ome.zarr file")
     except InputError:
         raise
+    except U.UnknownUnit as exc:
+        raise InputError(path, f"gives its pixel size in an {exc}",
+                         "give a length unit such as nm, µm or mm (Fiji: Image > Properties) and save it again") from exc
     except Exception as exc:  # corrupt files raise anything from struct errors to KeyErrors
         raise InputError(path, f"cannot be read ({type(exc).__name__}: {_first_line(exc)})",
                          "the file is corrupt or truncated; export or copy it again") from exc
@@ -90,6 +114,26 @@ def _check_dtype(image: Image) -> None:
     if image.data.ndim not in (2, 3):
         raise InputError(image.path, f"has axes {image.axes!r}; only 2D (YX) or 3D (ZYX) images are supported",
                          "save one channel and one time point per file")
+
+
+def with_pixel_size(image: Image, pixel_size: float | list[float] | None, source: str = "data.pixel_size") -> Image:
+    """`image` with the configured pixel size (µm) on the axes whose size its file does not give.
+
+    `pixel_size`: None (keep unknown), a number (the lateral Y and X size) or one number per axis in
+    array order (ZYX or YX). A file's own plausible calibration is kept.
+    """
+    if pixel_size is None or image.note == "":
+        return image
+    given = dict(zip(image.axes[-2:], [float(pixel_size)] * 2)) if np.isscalar(pixel_size) else None
+    if given is None:
+        if len(pixel_size) != len(image.axes):
+            raise InputError(image.path, f"has axes {image.axes} but {source} gives {len(pixel_size)} sizes",
+                             f"give {source} as one number (lateral) or {len(image.axes)} numbers in {image.axes} order")
+        given = dict(zip(image.axes, map(float, pixel_size)))
+    sizes = {a: p for a, p, u in zip(image.axes, image.pixel_size, image.units) if u} | {
+        a: v for a, u in zip(image.axes, image.units) if not u and (v := given.get(a)) is not None}
+    why = {a: f"not given by the file nor {source}" for a in image.axes}
+    return replace(image, **dict(zip(("pixel_size", "units", "note"), U.resolve(image.axes, sizes, why))))
 
 
 def _squeeze_axes(path: Path, data: da.Array, axes: str) -> tuple[da.Array, str]:
@@ -151,24 +195,64 @@ def _open_tiff(path: Path) -> Image:
     try:
         with tifffile.TiffFile(path) as tif:
             len(tif.pages)  # walks the whole page chain, so a broken one is logged
-            series = tif.series[0]
-            axes = series.axes
-            sizes = _tiff_pixel_size(tif)
-            _check_tiff_complete(path, tif, series, handler.messages)
-            offset, shape, dtype = series.dataoffset, tuple(series.shape), series.dtype.newbyteorder(tif.byteorder)
+            chosen = _tiff_series(path, tif)
+            axes = tif.series[chosen[0]].axes
+            sizes, why = U.tiff_sizes(tif)
+            layouts = []
+            for index in chosen:
+                series = tif.series[index]
+                _check_tiff_complete(path, tif, series, handler.messages)
+                layouts.append((index, series.dataoffset, tuple(series.shape), series.dtype.newbyteorder(tif.byteorder)))
     finally:
         logging.getLogger("tifffile").removeHandler(handler)
-    if offset is not None:
-        # Uncompressed and contiguous: mapped region by region. The zarr view would make each strip
-        # (often the whole plane) one chunk, so that a small region reads all of it.
-        data = _lazy(path, _mapped(path, offset, shape, dtype), shape, dtype.newbyteorder("="), default_chunks(shape))
-    else:  # tifffile's zarr view reads only the strips/tiles a slice touches
-        array = zarr.open_array(tifffile.imread(path, aszarr=True), mode="r")
-        data = _lazy(path, array.__getitem__, array.shape, array.dtype, array.chunks)
+    arrays = [_tiff_array(path, *layout) for layout in layouts]
+    if len(arrays) > 1:  # single planes written one after another: one ZYX stack
+        data, axes = da.stack([a.reshape(a.shape[-2:]) for a in arrays]), "ZYX"
+    else:
+        data = arrays[0]
     if data.ndim != len(axes):
         raise InputError(path, "has inconsistent pages", "export the image again as one series")
     data, kept = _squeeze_axes(path, data, axes.replace("S", "C").replace("Q", "Z").replace("I", "Z"))
-    return Image(str(path), data, kept, tuple(sizes.get(ax, 1.0) for ax in kept))
+    return Image(str(path), data, kept, *U.resolve(kept, sizes, why))
+
+
+def _tiff_series(path: Path, tif: tifffile.TiffFile) -> list[int]:
+    """Which series of a TIFF make the image: [0] when there is one, else all of them or a refusal.
+
+    Several series of one plane each and one shape are joined into a ZYX stack: that is what
+    `tifffile.imwrite(..., append=True)` and acquisition software that saves plane by plane
+    write (tifffile gives each appended plane its own series). Anything else (OME-TIFFs with
+    several Images, which are positions or fields of view; series of several planes, or of
+    different shapes or types, such as thumbnails) is refused: reading series 0 alone would drop
+    the rest without a word, and which of them the user means cannot be told from the file.
+    """
+    series = tif.series
+    if len(series) == 1:
+        return [0]
+    shapes = {(tuple(s.shape), str(s.dtype)) for s in series}
+    planes = all(sum(n > 1 for n in s.shape) <= 2 and s.axes.endswith("YX") and s.shape[-2:] == series[0].shape[-2:]
+                 for s in series)
+    if not tif.is_ome and len(shapes) == 1 and planes:
+        return list(range(len(series)))
+    if tif.is_ome:
+        kind = f"{len(series)} OME images (positions or fields of view)"
+    elif len(shapes) > 1:
+        kind = f"{len(series)} image series of different shapes ({', '.join('x'.join(map(str, s)) for s, _ in sorted(shapes))})"
+    else:
+        kind = f"{len(series)} image series of {'x'.join(map(str, series[0].shape))} each (positions or time points)"
+    raise InputError(path, f"has {kind}; a file must hold one 2D or 3D image",
+                     "save each position/series as its own file (Fiji/Bio-Formats: open all series, save each; "
+                     "or bfconvert -series N) and pair those")
+
+
+def _tiff_array(path: Path, index: int, offset: int | None, shape: tuple[int, ...], dtype: np.dtype) -> da.Array:
+    if offset is not None:
+        # Uncompressed and contiguous: mapped region by region. The zarr view would make each strip
+        # (often the whole plane) one chunk, so that a small region reads all of it.
+        return _lazy(path, _mapped(path, offset, shape, dtype), shape, dtype.newbyteorder("="), default_chunks(shape))
+    # tifffile's zarr view reads only the strips/tiles a slice touches
+    array = zarr.open_array(tifffile.imread(path, aszarr=True, series=index), mode="r")
+    return _lazy(path, array.__getitem__, array.shape, array.dtype, array.chunks)
 
 
 def _mapped(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
@@ -205,53 +289,36 @@ def _lazy(path: Path, read, shape, dtype, chunks) -> da.Array:
                          meta=np.empty((0,) * reader.ndim, reader.dtype))
 
 
-def _tiff_pixel_size(tif: tifffile.TiffFile) -> dict[str, float]:
-    """Pixel size in micrometres from OME-XML, else ImageJ/resolution tags; missing axes default to 1."""
-    sizes: dict[str, float] = {}
-    if tif.is_ome and tif.ome_metadata:
-        try:
-            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-            for ax in "XYZ":
-                if f"PhysicalSize{ax}" in pixels:
-                    unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
-                    sizes[ax] = float(pixels[f"PhysicalSize{ax}"]) * _to_micrometre(unit)
-        except (KeyError, TypeError, ValueError):
-            pass
-    if not sizes:
-        page = tif.pages.first
-        for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
-            value = page.tags.get(tag)
-            if value is not None and value.value[0]:
-                num, den = value.value
-                pixels_per_unit = num / den
-                if pixels_per_unit > 0 and page.tags.get("ResolutionUnit") is not None:
-                    unit = page.tags["ResolutionUnit"].value
-                    scale = {2: 25400.0, 3: 10000.0}.get(int(unit), 1.0)  # inch, cm -> µm
-                    if tif.is_imagej:
-                        scale = 1.0  # ImageJ stores pixels per `unit`, usually micron
-                    sizes[ax] = scale / pixels_per_unit
-        if tif.is_imagej and tif.imagej_metadata and "spacing" in tif.imagej_metadata:
-            sizes["Z"] = float(tif.imagej_metadata["spacing"])
-    return sizes
-
-
-def _to_micrometre(unit: str) -> float:
-    return {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6, "Å": 1e-4}.get(unit, 1.0)
-
-
-def _open_zarr(path: Path) -> Image:
+def _open_zarr(path: Path, check_chunks: bool = True) -> Image:
     node = zarr.open(str(path), mode="r")
     attrs = dict(node.attrs)
     attrs = attrs.get("ome", attrs)  # NGFF 0.5 nests metadata under "ome"
+    sizes, why, bare = {}, {}, {}
     if isinstance(node, zarr.Array):
-        array, axes, scale = node, None, None
+        array, axes = node, None
+        if "pixel_size" in attrs:  # a bare array: this project's own attribute, in µm
+            sizes = dict(zip({2: "YX", 3: "ZYX"}.get(node.ndim, ""), map(float, attrs["pixel_size"])))
     elif "multiscales" in attrs:
         ms = attrs["multiscales"][0]
         level = ms["datasets"][0]
         array = node[level["path"]]
-        axes = "".join(a if isinstance(a, str) else a["name"] for a in ms.get("axes", [])).upper() or None
-        scale = next((t["scale"] for t in level.get("coordinateTransformations", []) if t["type"] == "scale"), None)
+        axes_meta = ms.get("axes", [])
+        axes = "".join(a if isinstance(a, str) else a["name"] for a in axes_meta).upper() or None
+        try:
+            scale = U.ngff_scale(ms, level)
+        except ValueError as exc:
+            raise InputError(path, str(exc), "write the scale into the multiscales metadata (NGFF 0.4)") from exc
+        for i, meta in enumerate(axes_meta):
+            name = (meta if isinstance(meta, str) else meta["name"]).upper()
+            if name not in SPATIAL:  # channel, or time with its own (time) unit
+                continue
+            value = scale[i] if scale else 1.0
+            unit = None if isinstance(meta, str) else meta.get("unit")
+            factor = U.micrometres(unit)
+            if factor is None:
+                bare[name], why[name] = value, "no unit on the NGFF axis" if unit is None else f"NGFF unit {unit!r}"
+            else:
+                sizes[name] = value * factor
     else:
         raise InputError(path, "is a zarr group without OME-NGFF multiscales metadata",
                          "give the path of the array itself (e.g. image.zarr/0) or an OME-Zarr image")
@@ -261,11 +328,29 @@ def _open_zarr(path: Path) -> Image:
         if axes is None:
             raise InputError(path, f"has {data.ndim} dimensions and no axis names",
                              "store a 2D (YX) or 3D (ZYX) array")
-    full_scale = dict(zip(axes, scale)) if scale else {}
-    if not scale and "pixel_size" in attrs:
-        full_scale = dict(zip(axes, attrs["pixel_size"]))
     data, kept = _squeeze_axes(path, data, axes)
-    return Image(str(path), data, kept, tuple(float(full_scale.get(ax, 1.0)) for ax in kept))
+    if check_chunks:
+        _check_chunks(path, array, dict(array.attrs) | attrs)
+    return Image(str(path), data, kept, *U.resolve(kept, sizes, why, bare))
+
+
+def _check_chunks(path: Path, array: zarr.Array, attrs: dict) -> None:
+    """Refuse an array with chunks missing from its store, unless its writer declared it sparse.
+
+    zarr reads a missing chunk as the fill value, so a copy or transfer that lost chunk files reads
+    as zeros without a word. The count is zarr's own (`nchunks_initialized`: a listing of the stored
+    keys, v2 and v3 layouts, shards counted with their chunks), no pixel is read. A writer that
+    leaves chunks out on purpose (zarr-python 3 skips chunks equal to the fill value unless
+    `write_empty_chunks` is set) says so with the attribute `"sparse": true` on the array or on
+    its OME-Zarr group: nothing else in the file tells the two apart.
+    """
+    if attrs.get("sparse") is True:
+        return
+    missing = array.nchunks - array.nchunks_initialized
+    if missing:
+        raise InputError(path, f"has {missing} of its {array.nchunks} chunks missing (zarr would read them as "
+                         f"{array.fill_value!r})", "copy the file again completely; if those regions are empty on "
+                         'purpose, add "sparse": true to its attributes')
 
 
 # ---------------------------------------------------------------------------- writing
@@ -278,9 +363,15 @@ def default_chunks(shape: tuple[int, ...], plane: int = 256, depth: int = 64) ->
     return (min(shape[0], depth), *(min(s, depth) for s in shape[1:]))
 
 
-def ngff_metadata(name: str, axes: str, pixel_size: tuple[float, ...], channels: list[str] | None = None) -> dict:
-    """OME-NGFF 0.4 `multiscales` (+ `omero` channel labels) for a single-resolution image."""
-    ax = [{"name": a.lower(), "type": "space", "unit": UNIT} for a in axes]
+def ngff_metadata(name: str, axes: str, pixel_size: tuple[float, ...], channels: list[str] | None = None,
+                  units: tuple[str | None, ...] | None = None) -> dict:
+    """OME-NGFF 0.4 `multiscales` (+ `omero` channel labels) for a single-resolution image.
+
+    `units` per spatial axis (default: all UNIT); an axis whose unit is None gets no "unit": its
+    physical size is unknown and `pixel_size` holds the bare scale (Image.units).
+    """
+    ax = [{"name": a.lower(), "type": "space"} | ({"unit": u} if u else {})
+          for a, u in zip(axes, units or (UNIT,) * len(axes))]
     scale = list(map(float, pixel_size))
     if channels is not None:
         ax.insert(0, {"name": "c", "type": "channel"})
@@ -303,25 +394,29 @@ def ngff_metadata(name: str, axes: str, pixel_size: tuple[float, ...], channels:
 def create_ome_zarr(path: str | os.PathLike, shape: tuple[int, ...], dtype, axes: str,
                     pixel_size: tuple[float, ...], chunks: tuple[int, ...] | None = None,
                     channels: list[str] | None = None, fill_value=0, attrs: dict | None = None,
-                    name: str | None = None) -> zarr.Array:
-    """Create an empty OME-Zarr image (level "0" only) and return its array for region writes."""
+                    name: str | None = None, units: tuple[str | None, ...] | None = None) -> zarr.Array:
+    """Create an empty OME-Zarr image (level "0" only) and return its array for region writes.
+
+    Every chunk is stored, even one equal to the fill value: readers (open_image) take a missing
+    chunk for a lost one."""
     full_shape = ((len(channels),) if channels else ()) + tuple(shape)
     chunks = chunks or default_chunks(tuple(shape))
     full_chunks = ((1,) if channels else ()) + tuple(chunks)
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     array = group.create_array("0", shape=full_shape, chunks=full_chunks, dtype=dtype, fill_value=fill_value,
-                               chunk_key_encoding={"name": "v2", "separator": "/"})
-    group.attrs.update(ngff_metadata(name or Path(path).name, axes, pixel_size, channels) | (attrs or {}))
+                               chunk_key_encoding={"name": "v2", "separator": "/"},
+                               config={"write_empty_chunks": True})
+    group.attrs.update(ngff_metadata(name or Path(path).name, axes, pixel_size, channels, units) | (attrs or {}))
     return array
 
 
 def write_ome_zarr(path: str | os.PathLike, data: np.ndarray | da.Array, axes: str,
                    pixel_size: tuple[float, ...], chunks: tuple[int, ...] | None = None,
-                   attrs: dict | None = None) -> None:
+                   attrs: dict | None = None, units: tuple[str | None, ...] | None = None) -> None:
     """Write a whole (lazy) array chunk by chunk; memory stays at a few chunks."""
     data = da.asarray(data)
     chunks = chunks or default_chunks(tuple(data.shape))
-    array = create_ome_zarr(path, data.shape, data.dtype, axes, pixel_size, chunks, attrs=attrs)
+    array = create_ome_zarr(path, data.shape, data.dtype, axes, pixel_size, chunks, attrs=attrs, units=units)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dask warns about irregular source chunks; rechunk handles it
         da.store(data.rechunk(chunks), array, lock=False, compute=True)
@@ -331,11 +426,13 @@ def read_attrs(path: str | os.PathLike) -> dict:
     return json.loads((Path(path) / ".zattrs").read_text())
 
 
-def convert(source: str | os.PathLike, destination: str | os.PathLike, chunks: tuple[int, ...] | None = None) -> None:
-    """Store an acquisition as a chunked OME-Zarr image, atomically, keeping dtype and pixel size."""
+def convert(source: str | os.PathLike, destination: str | os.PathLike, chunks: tuple[int, ...] | None = None,
+            pixel_size: float | list[float] | None = None) -> None:
+    """Store an acquisition as a chunked OME-Zarr image, atomically, keeping dtype and pixel size
+    (`pixel_size`: config data.pixel_size, for the axes whose size the file does not give)."""
     from ..atomic import atomic_output
 
-    image = open_image(source)
+    image = with_pixel_size(open_image(source), pixel_size)
     with atomic_output(destination) as tmp:
         write_ome_zarr(tmp, image.data, image.axes, image.pixel_size, tuple(chunks) if chunks else None,
-                       attrs={"flowrestore": {"source": os.path.abspath(source)}})
+                       attrs={"flowrestore": {"source": os.path.abspath(source)}}, units=image.units)

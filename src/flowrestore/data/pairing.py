@@ -1,9 +1,16 @@
 """Pair raw (input) and target acquisitions, check them, and write the manifest `pairs.tsv`.
 
-Two steps on purpose: `plan_pairs` only looks at names (cheap, runs when the workflow is
-parsed, so a missing partner or a duplicate stops the run before any job), and `check_pair`
-reads the pixels of one pair (runs as one job per acquisition, so new acquisitions cost only
-their own check).
+Two steps on purpose: `plan_pairs` looks at names and at each input's header only (cheap, runs
+when the workflow is parsed, so a missing partner, a duplicate or a 2-D acquisition among 3-D ones
+stops the run before any job), and `check_pair` reads the pixels of one pair (runs as one job per
+acquisition, so new acquisitions cost only their own check).
+
+Pixel sizes are reported, not enforced: a size the file does not give (or gives implausibly) is
+recorded as unknown, and sizes that differ between the two images of a pair or between acquisitions
+by more than PIXEL_SIZE_TOLERANCE are a warning in the pair's log, the manifest's `note` column and
+the log of rule pair. Not a refusal: the network and every metric compare pixels with pixels (and
+the registration check guards that a pair is aligned pixel for pixel); a pixel size only labels the
+outputs and the µm figures, and data sets mixing magnifications can be deliberate.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +32,18 @@ import numpy as np
 from ..atomic import atomic_output
 from ..config import defaults
 from ..errors import InputError
-from .io import open_image
+from .io import Image, open_image, with_pixel_size
 from .normalize import percentiles, subsample
 
 SPLITS = ("train", "val", "test")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 COLUMNS = ["pair_id", "split", "input", "target", "axes", "shape", "dtype", "pixel_size",
-           "input_low", "input_high", "target_low", "target_high"]
+           "input_low", "input_high", "target_low", "target_high", "note"]
+# `pixel_size` column: µm per axis, comma-separated; UNKNOWN where the size is not known.
+UNKNOWN = "unknown"
+# Relative difference between pixel sizes reported as a mismatch (1%: beyond rounding in exports).
+PIXEL_SIZE_TOLERANCE = 0.01
+log = logging.getLogger(__name__)
 # Registration is judged on a central crop: enough structure, bounded cost on huge images.
 REGISTRATION_CROP = 512
 
@@ -167,7 +181,36 @@ def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = 
                 raise InputError(f, f"is used by two pairs ({seen_files[key]} and {acq})", "use each file in one pair only")
             seen_files[key] = acq
         pairs.append(Pair(acq, inp, tgt, split or assign_split(acq, val, test, seed)))
+    _check_dimensions(pairs)
     return pairs
+
+
+def _check_dimensions(pairs: list[Pair]) -> None:
+    """Refuse a data set that mixes 2-D and 3-D acquisitions, naming the odd one out.
+
+    Reads each input's header only (no pixels, no chunk listing). A file that cannot be opened is
+    left to its own check_pair job, which reports it together with any other bad file; one that does
+    not exist yet (the demo, before it is simulated) is skipped. The target of a pair must have its
+    input's shape, which check_pair checks.
+    """
+    ndim: dict[str, tuple[int, str]] = {}
+    for pair in pairs:
+        if not os.path.exists(pair.input):
+            continue
+        try:
+            image = open_image(pair.input, check_chunks=False)
+        except InputError:
+            continue
+        ndim[pair.input] = (len(image.axes), "x".join(map(str, image.shape)))
+    counts = {d: sum(n == d for n, _ in ndim.values()) for d in (2, 3)}
+    if counts[2] and counts[3]:
+        # The odd kind is the rarer one; on a tie, the kind of the later file by name.
+        odd = 2 if counts[2] < counts[3] else 3 if counts[3] < counts[2] else ndim[max(ndim)][0]
+        path, (_, shape) = next((p, v) for p, v in sorted(ndim.items()) if v[0] == odd)
+        raise InputError(path, f"is {odd}-D ({shape}) but {counts[5 - odd]} of the {len(ndim)} inputs are "
+                         f"{5 - odd}-D; one model restores either 2-D or 3-D images",
+                         f"keep the {odd}-D acquisitions in another data folder (and config), or save them as "
+                         f"{5 - odd}-D images")
 
 
 def _registration_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -193,14 +236,17 @@ def _compute(path: str, *arrays):
 
 
 def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
-               registration_tolerance: float | None = defaults("data")["registration_tolerance"]) -> dict:
+               registration_tolerance: float | None = defaults("data")["registration_tolerance"],
+               pixel_size: float | list[float] | None = None) -> dict:
     """Read one pair's pixels, check them, and return its manifest row.
 
     `low`/`high`: normalisation percentiles (None: the schema's `normalize` section).
+    `pixel_size` (config data.pixel_size, µm) fills the sizes the files do not give. Unknown sizes
+    and a pixel-size mismatch between input and target are warned about (log and `note`).
     """
     norm = defaults("normalize")
     low, high = norm["low"] if low is None else low, norm["high"] if high is None else high
-    inp, tgt = open_image(pair.input), open_image(pair.target)
+    inp, tgt = (with_pixel_size(open_image(p), pixel_size) for p in (pair.input, pair.target))
     if inp.shape != tgt.shape:
         raise InputError(pair.target, f"has shape {tgt.shape} but its input {pair.input} has shape {inp.shape}",
                          "pair acquisitions of the same field of view and size (crop or resample one of them)")
@@ -227,10 +273,37 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
     return {
         "pair_id": pair.acquisition, "split": pair.split, "input": pair.input, "target": pair.target,
         "axes": inp.axes, "shape": "x".join(map(str, inp.shape)), "dtype": str(inp.dtype),
-        "pixel_size": ",".join(f"{p:g}" for p in inp.pixel_size),
+        "pixel_size": format_pixel_size(inp.pixel_size_um),
         "input_low": stats["input"].low, "input_high": stats["input"].high,
         "target_low": stats["target"].low, "target_high": stats["target"].high,
+        "note": _pixel_size_notes(inp, tgt),
     }
+
+
+def format_pixel_size(sizes: tuple[float | None, ...]) -> str:
+    """The manifest's `pixel_size`: µm per axis, UNKNOWN for an unknown one (e.g. "unknown,0.1,0.1")."""
+    return ",".join(UNKNOWN if p is None else f"{p:g}" for p in sizes)
+
+
+def parse_pixel_size(text: str) -> tuple[float | None, ...]:
+    """Inverse of format_pixel_size."""
+    return tuple(None if p.strip() == UNKNOWN else float(p) for p in text.split(","))
+
+
+def _differs(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) > PIXEL_SIZE_TOLERANCE * max(a, b)
+
+
+def _pixel_size_notes(inp: Image, tgt: Image) -> str:
+    """One warning line per problem with the pair's pixel sizes, joined with " | "; logged too."""
+    notes = [f"{img.path}: {img.note}" for img in (inp, tgt) if img.note]
+    a, b = inp.pixel_size_um, tgt.pixel_size_um
+    if any(_differs(x, y) for x, y in zip(a, b)):
+        notes.append(f"{tgt.path}: pixel size {format_pixel_size(b)} µm differs from {format_pixel_size(a)} µm of its "
+                     f"input {inp.path} by more than {PIXEL_SIZE_TOLERANCE:.0%}; the input's is used")
+    for note in notes:
+        log.warning("%s", note)
+    return " | ".join(notes)
 
 
 def write_rows(rows: list[dict], path: str | os.PathLike) -> None:
@@ -257,5 +330,29 @@ def write_manifest(row_files: list[str], path: str | os.PathLike, require_splits
         if not any(r["split"] == split for r in rows):
             raise InputError(path, f"the {split} split is empty ({len(rows)} pairs in all)",
                              "add acquisitions, change data.split fractions or seed, or give a split column in the samples sheet")
+    _compare_pixel_sizes(rows)
     write_rows(sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["pair_id"])), path)
     return rows
+
+
+def _compare_pixel_sizes(rows: list[dict]) -> None:
+    """Warn (log and the rows' `note`) about acquisitions whose pixel sizes differ by more than
+    PIXEL_SIZE_TOLERANCE from the most common one, naming both input files."""
+    texts = Counter(r["pixel_size"] for r in rows if r.get("pixel_size"))
+    if not texts:
+        return
+    # The reference: the size most acquisitions give (the first such row by name on a tie).
+    common = max(texts.values())
+    reference = min((r for r in rows if texts.get(r.get("pixel_size")) == common), key=lambda r: r["pair_id"])
+    ref_size = parse_pixel_size(reference["pixel_size"])
+    for row in rows:
+        size = parse_pixel_size(row["pixel_size"]) if row.get("pixel_size") else ()
+        if len(size) != len(ref_size) or not any(_differs(a, b) for a, b in zip(size, ref_size)):
+            continue
+        note = (f"{row['input']}: pixel size {format_pixel_size(size)} µm differs from {format_pixel_size(ref_size)} µm "
+                f"of {reference['input']} by more than {PIXEL_SIZE_TOLERANCE:.0%}")
+        log.warning("%s", note)
+        row["note"] = " | ".join(n for n in (row.get("note") or "", note) if n)
+    for row in rows:
+        if UNKNOWN in row.get("pixel_size", ""):
+            log.warning("%s: pixel size %s µm (unknown axes are reported in pixels)", row["input"], row["pixel_size"])

@@ -123,7 +123,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     load_model(checkpoint)  # a checkpoint that cannot be restored fails here, before any store is made
     remove(work)
     create_ome_zarr(work, shape, np.float32, image.axes, tuple(plan["pixel_size"]), chunks, channels=plan["channels"],
-                    fill_value=float("nan"), name=Path(output).name)
+                    fill_value=float("nan"), name=Path(output).name, units=image.units)
     (work / DONE_DIR).mkdir()
     write_text(plan_file, json.dumps(plan, indent=1))  # last: its presence means the store is complete
     return plan
