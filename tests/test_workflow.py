@@ -95,6 +95,28 @@ def test_wrong_type_or_range_names_the_key(tmp_path, setting, expected):
     assert expected in text and "bad.yaml" in text and "Fix:" in text
 
 
+@pytest.mark.parametrize("setting,words", [
+    # The case: a 3-level network (factor 4) and a tile of 90.
+    ("models:\n  m: {method: regression, net: {multipliers: [1, 2, 4]}}\npredict:\n  tile: 90\n",
+     ("predict.tile: 90 is not a multiple of 4", "model m", "e.g. 88 or 92")),
+    ("predict:\n  tile: [64, 30]\n", ("predict.tile: [64, 30] is not a multiple of 4",)),
+    ("predict:\n  tile: 64\n  overlap: 40\n", ("predict.overlap: 40 is more than half the tile 64",)),
+    ("models:\n  m: {method: regression, train: {patch_size: 30}}\n", ("models.m.train.patch_size: 30",)),
+])
+def test_sizes_the_network_cannot_take_stop_the_run_in_one_line(tmp_path, setting, words):
+    write_demo(tmp_path / "data", 3, (32, 32), seed=1)
+    bad = tmp_path / "sizes.yaml"
+    bad.write_text("data: {folder: data}\n" + setting)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
+                             "--configfile", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    lines = [line for line in text.splitlines() if "Fix:" in line]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    assert str(bad) in lines[0] and all(w in lines[0] for w in words), lines[0]
+    assert not (tmp_path / "results").exists()
+
+
 def test_missing_partner_stops_before_any_job(tmp_path):
     write_demo(tmp_path / "data", 3, (32, 32), seed=1)
     (tmp_path / "data" / "demo001_confocal.tif").unlink()

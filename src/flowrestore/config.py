@@ -55,6 +55,37 @@ def check_config(config: dict, schema_path: str | os.PathLike, files=(), command
     raise InputError(_source(path, files, command_line_files), problem, fix)
 
 
+def check_sizes(config: dict, models: dict, files=(), command_line_files=()) -> None:
+    """Raise an InputError when a size that meets a model's network does not fit it.
+
+    `models`: {name: {"net": {"multipliers": [...]}, "train": {"patch_size": ...}}} with defaults
+    filled in. The tile, overlap and training patch must suit every model's down-sampling factor
+    2^(levels-1); checked when the workflow is parsed, so no job starts (and no store is made)
+    with a size that fails inside the network.
+    """
+    from .inference.tiling import size_problem
+
+    predict = config.get("predict", {})
+    for name, model in models.items():
+        levels = len(model["net"]["multipliers"])
+        factor = 2 ** (levels - 1)
+        found = size_problem(predict.get("tile"), predict.get("overlap", 0), factor)
+        patch = model["train"]["patch_size"]
+        if found is None and any(p % factor for p in (patch if isinstance(patch, list) else [patch])):
+            found = ("train.patch_size", f"{patch} is not a multiple of {factor}, the network's down-sampling factor",
+                     f"use a multiple of {factor}")
+        if found is None:
+            continue
+        setting, problem, fix = found
+        path = setting.split(".")
+        if setting == "train.patch_size" and "patch_size" in (config["models"][name].get("train") or {}):
+            path = ["models", name, "train", "patch_size"]
+        where = _source(path, files, command_line_files, default=None) or \
+            _source(["models", name, "net", "multipliers"], files, command_line_files)
+        raise InputError(where, f"setting {'.'.join(path)}: {problem} of model {name} ({levels} levels)",
+                         f"{fix} (all settings: {SCHEMA_NAME})")
+
+
 def _dotted(path: list) -> str:
     return ".".join(map(str, path)) or "the config"
 
@@ -75,8 +106,9 @@ def _allowed(schema: dict) -> str:
     return text
 
 
-def _source(path: list, files, command_line_files) -> str:
-    """The config file that sets `path` last (command-line files override the Snakefile's)."""
+def _source(path: list, files, command_line_files, default: str | None = "--config (command line)") -> str | None:
+    """The config file that sets `path` last (command-line files override the Snakefile's); `default`
+    when none does."""
     ordered = [f for f in files if f not in command_line_files] + list(command_line_files)
     for file in reversed(ordered):
         try:
@@ -93,4 +125,4 @@ def _source(path: list, files, command_line_files) -> str:
                 break
         else:
             return os.fspath(file)
-    return "--config (command line)"
+    return default

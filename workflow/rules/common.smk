@@ -3,6 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from flowrestore.config import check_sizes
 from flowrestore.errors import InputError
 from flowrestore.data.pairing import plan_pairs
 
@@ -61,6 +62,10 @@ def _model_settings():
 
 
 MODELS = _model_settings()
+try:  # sizes that fail inside a network stop the run here, in one line naming the config file
+    check_sizes(config, MODELS, workflow.configfiles, workflow.overwrite_configfiles)
+except InputError as error:
+    raise WorkflowError(str(error)) from None
 SPLIT = {p.acquisition: p.split for p in PAIRS}
 EXTRA = config["predict"]["acquisitions"]
 for _name in EXTRA:

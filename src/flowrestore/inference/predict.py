@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..data.io import create_ome_zarr, default_chunks, open_image
 from ..data.normalize import Normalization, measure
 from .sampling import SamplingConfig
-from .tiling import make_plan
+from .tiling import make_plan, size_problem
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
+    factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
+    found = size_problem(settings.get("tile", 256), settings.get("overlap", 32), factor)
+    if found is not None:  # refused before any store is made
+        raise InputError(None, f"{found[0]} {found[1]} of model {identity['name']}", found[2])
     block = _per_axis(settings.get("block") or default_block(ndim), ndim)
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(image.shape), block))
@@ -92,7 +96,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "tile": list(_per_axis(settings.get("tile", 256), ndim)),
         "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
         "block": list(block),
-        "chunks": list(chunks), "factor": 2 ** (len(identity["net"]["multipliers"]) - 1),
+        "chunks": list(chunks), "factor": factor,
         "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(stochastic, sampling),
     }
     work = partial_path(output)
