@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 
 import jsonschema
 import yaml
@@ -53,6 +54,76 @@ def check_config(config: dict, schema_path: str | os.PathLike, files=(), command
         problem = f"setting {_dotted(path)}: {error.message}"
         fix = f"use {_allowed(error.schema)} (all settings: {SCHEMA_NAME})"
     raise InputError(_source(path, files, command_line_files), problem, fix)
+
+
+# Settings that change how fast or where a job runs, never its outputs: they are not rule params,
+# so changing them plans no job. train.compile is one: on a GPU a compiled network may round
+# differently, but GPU training is not bit-reproducible anyway (atomics in the convolutions'
+# backward pass), so it changes nothing that a plain rerun would not.
+RUNTIME = {"train": ("workers", "device", "compile"), "predict": ("device", "shards", "batch", "group")}
+# Which acquisitions get predicted: each prediction's own output does not depend on it.
+SELECTION = {"predict": ("splits", "acquisitions")}
+# Paths in the config: relative ones are read against the folder of the config file that sets them.
+PATHS = (("data", "folder"), ("data", "samples"))
+
+
+def result_settings(section: str, settings: dict) -> dict:
+    """The settings of a section that can change a job's outputs (sorted, so their record is stable)."""
+    drop = RUNTIME.get(section, ()) + SELECTION.get(section, ())
+    return {k: settings[k] for k in sorted(settings) if k not in drop}
+
+
+def without_runtime(config: dict) -> dict:
+    """A copy of the config without the runtime settings (per-model train overrides included)."""
+    out = {k: (result_settings(k, v) if k in RUNTIME and isinstance(v, dict) else v) for k, v in config.items()}
+    if isinstance(config.get("models"), dict):
+        out["models"] = {name: ({**m, "train": result_settings("train", m["train"])} if isinstance(m.get("train"), dict)
+                                else m) for name, m in config["models"].items()}
+    return out
+
+
+def canonical_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """One spelling per file: relative to the working directory when inside it, else absolute.
+
+    `path` is read against `base` (default: the working directory) when relative; symbolic links
+    and `..` are resolved, so every spelling of the same file gives the same text, and Snakemake
+    sees the same inputs (its 'input' rerun trigger compares path texts).
+    """
+    cwd = os.path.realpath(os.getcwd())
+    full = os.path.realpath(os.path.join(base or cwd, os.path.expanduser(os.fspath(path))))
+    return os.path.relpath(full, cwd) if full == cwd or full.startswith(cwd + os.sep) else full
+
+
+def resolve_paths(config: dict, files=(), command_line_files=(), command_line_config: Mapping | None = None) -> dict:
+    """Rewrite the config's relative paths against the config file that sets them, in place.
+
+    data.folder, data.samples and each predict.acquisitions value; a path from --config
+    (`command_line_config`: the --config settings alone) or from the schema's defaults is read
+    against the working directory. Returns {dotted key: the file
+    that set it} for messages.
+    """
+    paths = [list(p) for p in PATHS] + [["predict", "acquisitions", name]
+                                        for name in (config.get("predict", {}).get("acquisitions") or {})]
+    sources = {}
+    for path in paths:
+        node = config
+        for key in path[:-1]:
+            node = node.get(key, {})
+        if not node.get(path[-1]):
+            continue
+        on_command_line = _lookup(command_line_config or {}, path) is not None
+        source = None if on_command_line else _source(path, files, command_line_files, default=None)
+        node[path[-1]] = canonical_path(node[path[-1]], os.path.dirname(os.path.abspath(source)) if source else None)
+        sources[".".join(path)] = source or ("--config (command line)" if on_command_line else "the defaults")
+    return sources
+
+
+def _lookup(node, path: list):
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def check_sizes(config: dict, models: dict, files=(), command_line_files=()) -> None:

@@ -97,7 +97,8 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "overlap": list(_per_axis(settings.get("overlap", 32), ndim)),
         "block": list(block),
         "chunks": list(chunks), "factor": factor,
-        "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(stochastic, sampling),
+        "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
+        "channels": channel_names(stochastic, sampling),
     }
     work = partial_path(output)
     plan_file = work / PLAN_FILE
@@ -125,6 +126,11 @@ def describe_model(checkpoint) -> dict:
     return load_checkpoint(checkpoint)["identity"]
 
 
+def _without_runtime(sampling: dict) -> dict:
+    """Batch and group change memory and speed, not the result: a store may resume with others."""
+    return {k: v for k, v in sampling.items() if k not in ("batch", "group")}
+
+
 def _sampling(settings: dict) -> SamplingConfig:
     fields = SamplingConfig.__dataclass_fields__
     return SamplingConfig(**{k: v for k, v in settings.items() if k in fields})
@@ -136,8 +142,12 @@ def _tiling_plan(plan: dict):
 
 
 def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str = "auto",
-              progress: bool | None = None) -> dict:
-    """Restore this shard's blocks that are not done yet; returns timing counters."""
+              progress: bool | None = None, batch: int | None = None, group: int | None = None) -> dict:
+    """Restore this shard's blocks that are not done yet; returns timing counters.
+
+    `batch` (tiles per network call) and `group` (samples held at once) set speed and memory only;
+    None takes SamplingConfig's defaults.
+    """
     work = partial_path(output)
     plan_file = work / PLAN_FILE
     if not plan_file.exists():
@@ -151,7 +161,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
 
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
-    restorer = Restorer(method, net, SamplingConfig(**plan["sampling"]), dev)
+    runtime = {k: v for k, v in (("batch", batch), ("group", group)) if v is not None}
+    restorer = Restorer(method, net, SamplingConfig(**plan["sampling"], **runtime), dev)
     image = open_image(plan["input"])
     norm = Normalization(**plan["normalization"])
     store = zarr.open_group(str(work), mode="r+")["0"]
@@ -230,7 +241,7 @@ def predict(checkpoint, image_path, output, settings: dict | None = None, normal
     """All three steps in one process: the way to use this without Snakemake."""
     settings = settings or {}
     prepare(checkpoint, image_path, output, settings, normalization)
-    stats = run_shard(checkpoint, output, 0, 1, device, progress)
+    stats = run_shard(checkpoint, output, 0, 1, device, progress, settings.get("batch"), settings.get("group"))
     finalize(output)
     return stats
 
