@@ -7,7 +7,8 @@ from flowrestore.cli import rule_script
 from flowrestore.inference.predict import run_shard
 
 with rule_script(snakemake):
+    res = snakemake.resources
     stats = run_shard(snakemake.input.checkpoint, snakemake.params.prediction, int(snakemake.wildcards.shard),
-                      snakemake.params.shards, snakemake.params.device)
+                      int(res.shards), res.device, batch=int(res.batch), group=int(res.group))
     logging.getLogger("flowrestore").info("shard done: %s", stats)
     write_text(snakemake.output.done, str(stats))

@@ -41,13 +41,26 @@ def write_tiff(path: Path, data: np.ndarray, pixel_size=0.1) -> str:
     return os.fspath(path)
 
 
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+
+
+def data_config(workdir: Path) -> Path:
+    """`workdir/data.yaml` pointing data.folder at `workdir/data` (relative to the file itself)."""
+    path = Path(workdir) / "data.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("data:\n  folder: data\n")
+    return path
+
+
 def snakemake_command(workdir: Path, *args: str, configfiles=()) -> list[str]:
     """The command line a user runs, on `workdir`, with these config files (later ones win).
 
+    Right after tests/config/tiny.yaml comes the work directory's data config (data.folder: data).
     Targets go first in `args`: options such as --set-threads take every word that follows.
     """
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
-    return command + ["--configfile", *map(str, configfiles)] if configfiles else command
+    files = [f for c in map(Path, configfiles) for f in ([c, data_config(workdir)] if c == TINY else [c])]
+    return command + ["--configfile", *map(str, files)] if files else command
 
 
 def digests(*roots: Path) -> dict[str, str]:

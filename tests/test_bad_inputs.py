@@ -453,6 +453,15 @@ def _predict_case(tmp: Path, model, kind: str) -> LibraryCase:
                        inputs=[source], output=out.parent)
 
 
+def _tile_case(tmp: Path, model) -> LibraryCase:
+    # TINY_NET has 2 levels: tiles must be even. Refused before a partial store is made.
+    source = Path(write_tiff(tmp / "image.tif", make_pair((40, 40), 5)[0]))
+    out = tmp / "predicted" / "x.ome.zarr"
+    return LibraryCase(predict, (model.checkpoint, source, out, {"tile": 33, "samples": 2}), None,
+                       ("predict.tile 33 is not a multiple of 2", "use a multiple of 2 (e.g. 32 or 34)"),
+                       inputs=[source], output=out.parent)
+
+
 LIBRARY_CASES = {
     "missing-checkpoint": lambda tmp, m: _checkpoint_case(tmp, m, "missing"),
     "checkpoint-of-other-architecture": lambda tmp, m: _checkpoint_case(tmp, m, "other-architecture"),
@@ -463,6 +472,7 @@ LIBRARY_CASES = {
     "nan-image-to-restore": lambda tmp, m: _predict_case(tmp, m, "nan"),
     "nan-pixel-off-the-percentile-subsample": lambda tmp, m: _predict_case(tmp, m, "nan-off-the-subsample"),
     "constant-image-to-restore": lambda tmp, m: _predict_case(tmp, m, "constant"),
+    "tile-not-a-multiple-of-the-network-factor": lambda tmp, m: _tile_case(tmp, m),
 }
 
 

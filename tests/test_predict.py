@@ -75,7 +75,8 @@ def test_one_versus_three_shards(setup):
     out = root / "shards3.ome.zarr"
     prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
     for shard in (2, 0, 1):  # any order, as separate jobs would
-        run_shard(models["guided_cfm"], out, shard, 3)
+        # batch and group are runtime settings (not in the plan): the same ones for bitwise equality
+        run_shard(models["guided_cfm"], out, shard, 3, batch=SETTINGS["batch"], group=SETTINGS["group"])
     finalize(out)
     three = read_prediction(out)
     for k in one:

@@ -26,6 +26,7 @@ import pytest
 from flowrestore.data.pairing import assign_split, read_rows
 from flowrestore.inference.predict import read_prediction
 from flowrestore.data.simulate import write_demo
+from fixtures import data_config
 
 pytestmark = pytest.mark.slurm
 
@@ -109,7 +110,7 @@ def cluster(tmp_path_factory):
 def command(workdir: Path, configs: list[Path], *args: str, targets: tuple[str, ...] = ()) -> list[str]:
     """A snakemake call with tests/config/tiny.yaml and then configs (one --configfile: a second replaces the first)."""
     return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *targets,
-            "--configfile", str(TINY), *map(str, configs), *args]
+            "--configfile", str(TINY), str(data_config(workdir)), *map(str, configs), *args]
 
 
 def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:

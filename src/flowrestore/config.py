@@ -15,6 +15,7 @@ import difflib
 import functools
 import os
 from importlib import resources
+from collections.abc import Mapping
 
 import jsonschema
 import yaml
@@ -69,6 +70,107 @@ def check_config(config: dict, schema_path: str | os.PathLike, files=(), command
     raise InputError(_source(path, files, command_line_files), problem, fix)
 
 
+# Settings that change how fast or where a job runs, never its outputs: they are not rule params,
+# so changing them plans no job. train.compile is one: on a GPU a compiled network may round
+# differently, but GPU training is not bit-reproducible anyway (atomics in the convolutions'
+# backward pass), so it changes nothing that a plain rerun would not.
+RUNTIME = {"train": ("workers", "device", "compile"), "predict": ("device", "shards", "batch", "group")}
+# Which acquisitions get predicted: each prediction's own output does not depend on it.
+SELECTION = {"predict": ("splits", "acquisitions")}
+# Paths in the config: relative ones are read against the folder of the config file that sets them.
+PATHS = (("data", "folder"), ("data", "samples"))
+
+
+def result_settings(section: str, settings: dict) -> dict:
+    """The settings of a section that can change a job's outputs (sorted, so their record is stable)."""
+    drop = RUNTIME.get(section, ()) + SELECTION.get(section, ())
+    return {k: settings[k] for k in sorted(settings) if k not in drop}
+
+
+def without_runtime(config: dict) -> dict:
+    """A copy of the config without the runtime settings (per-model train overrides included)."""
+    out = {k: (result_settings(k, v) if k in RUNTIME and isinstance(v, dict) else v) for k, v in config.items()}
+    if isinstance(config.get("models"), dict):
+        out["models"] = {name: ({**m, "train": result_settings("train", m["train"])} if isinstance(m.get("train"), dict)
+                                else m) for name, m in config["models"].items()}
+    return out
+
+
+def canonical_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """One spelling per file: relative to the working directory when inside it, else absolute.
+
+    `path` is read against `base` (default: the working directory) when relative; symbolic links
+    and `..` are resolved, so every spelling of the same file gives the same text, and Snakemake
+    sees the same inputs (its 'input' rerun trigger compares path texts).
+    """
+    cwd = os.path.realpath(os.getcwd())
+    full = os.path.realpath(os.path.join(base or cwd, os.path.expanduser(os.fspath(path))))
+    return os.path.relpath(full, cwd) if full == cwd or full.startswith(cwd + os.sep) else full
+
+
+def resolve_paths(config: dict, files=(), command_line_files=(), command_line_config: Mapping | None = None) -> dict:
+    """Rewrite the config's relative paths against the config file that sets them, in place.
+
+    data.folder, data.samples and each predict.acquisitions value; a path from --config
+    (`command_line_config`: the --config settings alone) or from the schema's defaults is read
+    against the working directory. Returns {dotted key: the file
+    that set it} for messages.
+    """
+    paths = [list(p) for p in PATHS] + [["predict", "acquisitions", name]
+                                        for name in (config.get("predict", {}).get("acquisitions") or {})]
+    sources = {}
+    for path in paths:
+        node = config
+        for key in path[:-1]:
+            node = node.get(key, {})
+        if not node.get(path[-1]):
+            continue
+        on_command_line = _lookup(command_line_config or {}, path) is not None
+        source = None if on_command_line else _source(path, files, command_line_files, default=None)
+        node[path[-1]] = canonical_path(node[path[-1]], os.path.dirname(os.path.abspath(source)) if source else None)
+        sources[".".join(path)] = source or ("--config (command line)" if on_command_line else "the defaults")
+    return sources
+
+
+def _lookup(node, path: list):
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def check_sizes(config: dict, models: dict, files=(), command_line_files=()) -> None:
+    """Raise an InputError when a size that meets a model's network does not fit it.
+
+    `models`: {name: {"net": {"multipliers": [...]}, "train": {"patch_size": ...}}} with defaults
+    filled in. The tile, overlap and training patch must suit every model's down-sampling factor
+    2^(levels-1); checked when the workflow is parsed, so no job starts (and no store is made)
+    with a size that fails inside the network.
+    """
+    from .inference.tiling import size_problem
+
+    predict = config.get("predict", {})
+    for name, model in models.items():
+        levels = len(model["net"]["multipliers"])
+        factor = 2 ** (levels - 1)
+        found = size_problem(predict.get("tile"), predict.get("overlap", 0), factor)
+        patch = model["train"]["patch_size"]
+        if found is None and any(p % factor for p in (patch if isinstance(patch, list) else [patch])):
+            found = ("train.patch_size", f"{patch} is not a multiple of {factor}, the network's down-sampling factor",
+                     f"use a multiple of {factor}")
+        if found is None:
+            continue
+        setting, problem, fix = found
+        path = setting.split(".")
+        if setting == "train.patch_size" and "patch_size" in (config["models"][name].get("train") or {}):
+            path = ["models", name, "train", "patch_size"]
+        where = _source(path, files, command_line_files, default=None) or \
+            _source(["models", name, "net", "multipliers"], files, command_line_files)
+        raise InputError(where, f"setting {'.'.join(path)}: {problem} of model {name} ({levels} levels)",
+                         f"{fix} (all settings: {SCHEMA_NAME})")
+
+
 def _dotted(path: list) -> str:
     return ".".join(map(str, path)) or "the config"
 
@@ -89,8 +191,9 @@ def _allowed(schema: dict) -> str:
     return text
 
 
-def _source(path: list, files, command_line_files) -> str:
-    """The config file that sets `path` last (command-line files override the Snakefile's)."""
+def _source(path: list, files, command_line_files, default: str | None = "--config (command line)") -> str | None:
+    """The config file that sets `path` last (command-line files override the Snakefile's); `default`
+    when none does."""
     ordered = [f for f in files if f not in command_line_files] + list(command_line_files)
     for file in reversed(ordered):
         try:
@@ -107,7 +210,7 @@ def _source(path: list, files, command_line_files) -> str:
                 break
         else:
             return os.fspath(file)
-    return "--config (command line)"
+    return default
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,12 +3,17 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from flowrestore.config import check_sizes, resolve_paths, result_settings, without_runtime
 from flowrestore.errors import InputError
 from flowrestore.methods import method_class
 from flowrestore.data.pairing import plan_pairs
 
 
 validate(config, "../schemas/config.schema.yaml")
+# Relative paths are read against the config file that sets them, and written in one spelling, so
+# an absolute or relative spelling of the same folder plans no job.
+PATH_SOURCES = resolve_paths(config, workflow.configfiles, workflow.overwrite_configfiles,
+                             workflow.config_settings.config)
 
 RESULTS = config["results"]
 ENV = "../../envs/flowrestore.yaml"
@@ -24,7 +29,8 @@ def demo_pairs():
 
 
 try:
-    PAIRS = plan_pairs(config["data"], demo_pairs() if config["demo"]["make"] else None)
+    PAIRS = plan_pairs(config["data"], demo_pairs() if config["demo"]["make"] else None,
+                       settings_file=PATH_SOURCES.get("data.folder", "your config file"))
 except InputError as error:
     raise WorkflowError(str(error)) from None
 
@@ -63,6 +69,10 @@ def _model_settings():
 
 
 MODELS = _model_settings()
+try:  # sizes that fail inside a network stop the run here, in one line naming the config file
+    check_sizes(config, MODELS, workflow.configfiles, workflow.overwrite_configfiles)
+except InputError as error:
+    raise WorkflowError(str(error)) from None
 SPLIT = {p.acquisition: p.split for p in PAIRS}
 EXTRA = config["predict"]["acquisitions"]
 for _name in EXTRA:
@@ -82,6 +92,8 @@ def predict_source(wildcards):
 
 
 SHARDS = list(range(config["predict"]["shards"]))
+# What changes a prediction (not which acquisitions are predicted, nor how fast).
+PREDICT_SETTINGS = result_settings("predict", config["predict"])
 
 
 # ---------------------------------------------------------------- evaluation

@@ -6,7 +6,7 @@ if config["demo"]["make"]:
             targets=[p[2] for p in demo_pairs()],
         params:
             demo=config["demo"],
-            data=config["data"],
+            data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",
         message:

@@ -8,7 +8,7 @@ rule predict_prepare:
     output:
         plan=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.plan.json"),
     params:
-        settings=config["predict"],
+        settings=PREDICT_SETTINGS,
         normalize=config["normalize"],
         prediction=f"{RESULTS}/predict/{{model}}/{{acquisition}}.ome.zarr",
     log:
@@ -29,8 +29,6 @@ rule predict_shard:
         done=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.shard{{shard}}.done"),
     params:
         prediction=f"{RESULTS}/predict/{{model}}/{{acquisition}}.ome.zarr",
-        shards=len(SHARDS),
-        device=config["predict"]["device"],
     log:
         f"{RESULTS}/logs/predict/{{model}}/{{acquisition}}.shard{{shard}}.log",
     message:
@@ -40,6 +38,11 @@ rule predict_shard:
         gpu=1,
         mem_mb=16000,
         runtime=240,
+        # runtime settings: they change no output, so they are not params
+        shards=len(SHARDS),
+        device=config["predict"]["device"],
+        batch=config["predict"]["batch"],
+        group=config["predict"]["group"],
     conda:
         ENV
     script:

@@ -13,7 +13,7 @@ rule report:
     output:
         html=f"{RESULTS}/report/report.html",
     params:
-        config=config,
+        config=without_runtime(config),
         models=list(MODELS),
         stochastic=STOCHASTIC,
         title=config["report"]["title"],

@@ -9,7 +9,8 @@ rule train:
         curve=report(f"{RESULTS}/models/{{model}}/loss.png", caption="../report/loss.rst", category="Training",
                      labels={"model": "{model}"}),
     params:
-        model=lambda w: MODELS[w.model],
+        # runtime settings (workers, device, compile) come as resources: they change no output
+        model=lambda w: MODELS[w.model] | {"train": result_settings("train", MODELS[w.model]["train"])},
         images=lambda w, input: os.path.dirname(os.path.dirname(input.images[0])),
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
@@ -20,6 +21,9 @@ rule train:
         gpu=1,
         mem_mb=16000,
         runtime=720,
+        device=lambda w: MODELS[w.model]["train"]["device"],
+        workers=lambda w: MODELS[w.model]["train"]["workers"],
+        compile=lambda w: int(MODELS[w.model]["train"]["compile"]),
     conda:
         ENV
     script:

@@ -89,10 +89,12 @@ def match_files(folder: str | os.PathLike, pattern: str) -> dict[str, str]:
     return found
 
 
-def pairs_from_folder(folder, input_pattern: str, target_pattern: str) -> list[tuple[str, str, str, str | None]]:
+def pairs_from_folder(folder, input_pattern: str, target_pattern: str,
+                      settings_file: str = "your config file") -> list[tuple[str, str, str, str | None]]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(folder, "input folder does not exist", "set data.folder in config/config.yaml to your acquisitions")
+        raise InputError(folder, "input folder does not exist", f"set data.folder in {settings_file} to your acquisitions (a relative "
+                         "path is read from the folder of the config file that sets it)")
     inputs, targets = match_files(folder, input_pattern), match_files(folder, target_pattern)
     if not inputs and not targets:
         raise InputError(folder, f"no file matches {input_pattern!r} or {target_pattern!r}",
@@ -149,7 +151,8 @@ def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None
     return out
 
 
-def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = None) -> list[Pair]:
+def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = None,
+               settings_file: str = "your config file") -> list[Pair]:
     """Pairs and splits from names alone, validated; `data` is the config's `data` section.
 
     `raw` gives (acquisition, input, target, split) rows for files that do not exist yet (the demo).
@@ -161,7 +164,7 @@ def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = 
         raw = pairs_from_sheet(data["samples"], data.get("folder") or None)
         source = data["samples"]
     else:
-        raw = pairs_from_folder(data["folder"], data["input_pattern"], data["target_pattern"])
+        raw = pairs_from_folder(data["folder"], data["input_pattern"], data["target_pattern"], settings_file)
         source = data["folder"]
     split_cfg = data.get("split", {})
     val, test, seed = split_cfg.get("val", 0.15), split_cfg.get("test", 0.25), split_cfg.get("seed", 0)

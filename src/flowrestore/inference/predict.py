@@ -30,7 +30,7 @@ from ..data.io import create_ome_zarr, default_chunks, open_image
 from ..data.normalize import Normalization, measure
 from ..config import defaults, settings as config_settings
 from .sampling import SamplingConfig
-from .tiling import make_plan
+from .tiling import make_plan, size_problem
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,15 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
     grid = tuple(identity.get("grid_factor") or (1,) * ndim)
     shape = tuple(n * f for n, f in zip(image.shape, grid))
+    net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
+    factor = [math.lcm(net_factor, f) for f in grid]
+    found = size_problem(checked["tile"], checked["overlap"], max(factor))
+    if found is not None:  # refused before any store is made
+        raise InputError(None, f"{found[0]} {found[1]} of model {identity['name']}", found[2])
     block = _per_axis(checked["block"] or default_block(ndim), ndim)
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(shape), block))
     keep = min(sampling.keep_samples, sampling.samples) if stochastic else 0
-    net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
     plan = {
         "checkpoint": _file_digest(checkpoint), "model": identity["name"], "method": identity["method"],
         "input": os.path.abspath(image_path), "input_shape": list(image.shape), "grid_factor": list(grid),
@@ -110,8 +114,9 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "tile": list(_per_axis(checked["tile"], ndim)),
         "overlap": list(_per_axis(checked["overlap"], ndim)),
         "block": list(block),
-        "chunks": list(chunks), "factor": [math.lcm(net_factor, f) for f in grid],
-        "sampling": asdict(sampling) | {"keep_samples": keep}, "channels": channel_names(stochastic, sampling),
+        "chunks": list(chunks), "factor": factor,
+        "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
+        "channels": channel_names(stochastic, sampling),
     }
     work = partial_path(output)
     plan_file = work / PLAN_FILE
@@ -144,6 +149,11 @@ def checked_settings(settings: dict | None) -> dict:
     return config_settings("predict", settings)
 
 
+def _without_runtime(sampling: dict) -> dict:
+    """Batch and group change memory and speed, not the result: a store may resume with others."""
+    return {k: v for k, v in sampling.items() if k not in ("batch", "group")}
+
+
 def _tiling_plan(plan: dict):
     return make_plan(tuple(plan["shape"]), tuple(plan["tile"]), tuple(plan["overlap"]), tuple(plan["block"]),
                      tuple(plan["chunks"]), plan["factor"], tuple(plan.get("grid_factor") or (1,) * len(plan["shape"])))
@@ -159,8 +169,12 @@ def _on_output_grid(y: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
 
 
 def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str = "auto",
-              progress: bool | None = None) -> dict:
-    """Restore this shard's blocks that are not done yet; returns timing counters."""
+              progress: bool | None = None, batch: int | None = None, group: int | None = None) -> dict:
+    """Restore this shard's blocks that are not done yet; returns timing counters.
+
+    `batch` (tiles per network call) and `group` (samples held at once) set speed and memory only;
+    None takes SamplingConfig's defaults.
+    """
     work = partial_path(output)
     plan_file = work / PLAN_FILE
     if not plan_file.exists():
@@ -174,7 +188,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
 
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
-    restorer = Restorer(method, net, SamplingConfig(**plan["sampling"]), dev)
+    runtime = {k: v for k, v in (("batch", batch), ("group", group)) if v is not None}
+    restorer = Restorer(method, net, SamplingConfig(**plan["sampling"], **runtime), dev)
     image = open_image(plan["input"])
     norm = Normalization(**plan["normalization"])
     store = zarr.open_group(str(work), mode="r+")["0"]
@@ -254,8 +269,9 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
 def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,
             device: str = "auto", progress: bool | None = None) -> dict:
     """All three steps in one process: the way to use this without Snakemake."""
-    prepare(checkpoint, image_path, output, settings or {}, normalization)
-    stats = run_shard(checkpoint, output, 0, 1, device, progress)
+    settings = settings or {}
+    prepare(checkpoint, image_path, output, settings, normalization)
+    stats = run_shard(checkpoint, output, 0, 1, device, progress, settings.get("batch"), settings.get("group"))
     finalize(output)
     return stats
 

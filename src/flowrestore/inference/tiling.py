@@ -58,6 +58,31 @@ class Plan:
         return out
 
 
+def size_problem(tile, overlap, factor: int) -> tuple[str, str, str] | None:
+    """(setting, problem, fix) for the first tile or overlap the network cannot take, else None.
+
+    `tile` and `overlap` are an int or one per axis; `factor` is the network's down-sampling
+    factor 2^(levels-1). A tile that is not a multiple of it fails inside the network (its skip
+    connections no longer line up); an overlap above half the tile would leave tiles that add
+    nothing. The tile shrunk to a small volume is always rounded up to a multiple (make_plan).
+    """
+    tiles = list(tile) if isinstance(tile, (list, tuple)) else [tile]
+    overlaps = list(overlap) if isinstance(overlap, (list, tuple)) else [overlap]
+    if len(tiles) > 1 and len(overlaps) > 1 and len(tiles) != len(overlaps):
+        return "predict.overlap", f"has {len(overlaps)} values but predict.tile has {len(tiles)}", "give one per axis"
+    for t in tiles:
+        if t % factor:
+            below, above = max(factor, t // factor * factor), -(-t // factor) * factor
+            return ("predict.tile", f"{tile} is not a multiple of {factor}, the network's down-sampling factor",
+                    f"use a multiple of {factor} (e.g. {below} or {above})")
+    n = max(len(tiles), len(overlaps))
+    for t, o in zip(tiles * n if len(tiles) == 1 else tiles, overlaps * n if len(overlaps) == 1 else overlaps):
+        if 2 * o > t:
+            return ("predict.overlap", f"{overlap} is more than half the tile {tile}",
+                    f"use at most {t // 2}, or a larger predict.tile")
+    return None
+
+
 def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...], block: tuple[int, ...],
               chunks: tuple[int, ...], factor=1, align: tuple[int, ...] | None = None) -> Plan:
     """Tiles are shrunk to the volume (rounded up to a multiple of `factor`, one value or one per axis);
