@@ -27,6 +27,7 @@ from ..atomic import publish, remove, write_text
 from ..errors import InputError
 from ..data.io import create_ome_zarr, default_chunks, open_image
 from ..data.normalize import Normalization, measure
+from ..data.ome_zarr import channel_windows, finish_image
 from .sampling import SamplingConfig
 from .tiling import make_plan
 
@@ -180,7 +181,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
 
 
 def finalize(output, calibration=None) -> None:
-    """Fill the `std` channel and publish the partial store as `output` once every block is done.
+    """Fill the `std` channel, add display windows and (for large images) a pyramid, and publish
+    the partial store as `output` once every block is done.
 
     `std` is `std_raw` mapped through `calibration` (a `calibration.Calibration`, or the path of
     the JSON that rule calibrate writes); without one it is a copy of `std_raw`, and the metadata
@@ -196,6 +198,8 @@ def finalize(output, calibration=None) -> None:
     meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
+    windows = channel_windows(group["0"], [block.core for block in blocks])
+    finish_image(group, tuple(plan["pixel_size"]), plan["channels"], windows, tuple(plan["block"]))
     group.attrs["flowrestore"] = meta
     remove(work / DONE_DIR)
     (work / PLAN_FILE).unlink()
