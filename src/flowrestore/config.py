@@ -94,3 +94,37 @@ def _source(path: list, files, command_line_files) -> str:
         else:
             return os.fspath(file)
     return "--config (command line)"
+
+
+def schema_path() -> str:
+    """The config schema shipped with the package (a link to workflow/schemas/config.schema.yaml
+    in the source tree, the file itself in a wheel): the one source of defaults."""
+    from importlib.resources import files
+
+    return os.fspath(files("flowrestore") / "schemas" / "config.schema.yaml")
+
+
+def load_schema() -> dict:
+    with open(schema_path()) as fh:
+        return yaml.safe_load(fh)
+
+
+def with_defaults(config: dict, schema: dict) -> dict:
+    """A copy of `config` with the schema's defaults filled in where a key is absent, at every
+    level (what Snakemake's `validate(..., set_default=True)` does for the workflow)."""
+    import copy
+
+    out = copy.deepcopy(config if config is not None else schema.get("default", {}))
+    if not isinstance(out, dict) or schema.get("type") not in ("object", None):
+        return out
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = with_defaults(out[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(out) - set(properties):
+            out[key] = with_defaults(out[key], extra)
+    return out

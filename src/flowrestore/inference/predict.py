@@ -82,6 +82,11 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
+    for name in ("tile", "overlap", "block"):
+        value = settings.get(name)
+        if isinstance(value, (list, tuple)) and len(value) != ndim:
+            raise InputError(image_path, f"has {ndim} axes ({image.axes}) but predict.{name} gives {len(value)} "
+                             f"values ({list(value)})", "give one value, or one per axis")
     block = _per_axis(settings.get("block") or default_block(ndim), ndim)
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(image.shape), block))
@@ -156,8 +161,9 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     mine = [b for b in tiling.blocks() if b.index % shards == shard and not (work / DONE_DIR / str(b.index)).exists()]
     stats = {"blocks": len(mine), "read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
     channels = plan["channels"]
-    for block in tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
-                      disable=not (progress if progress is not None else os.isatty(2))):
+    show_bar = progress if progress is not None else os.isatty(2)
+    for done, block in enumerate(tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
+                                      disable=not show_bar), 1):
         t0 = time.perf_counter()
         y = torch.from_numpy(norm.apply(np.asarray(image.data[block.outer].compute(), dtype=np.float32)))
         t1 = time.perf_counter()
@@ -173,6 +179,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
         for name, value in outputs.items():
             store[(channels.index(name), *block.core)] = value.cpu().numpy()
         (work / DONE_DIR / str(block.index)).touch()
+        if not show_bar:  # a log file or a pipe gets one line per block instead of a bar
+            log.info("%s shard %d/%d: block %d of %d restored", Path(output).name, shard + 1, shards, done, len(mine))
         stats["read_s"] += t1 - t0
         stats["compute_s"] += t2 - t1
         stats["write_s"] += time.perf_counter() - t2
@@ -210,7 +218,8 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
     from ..analysis.calibration import Calibration, load
 
     if calibration is None:
-        apply, meta = (lambda std: std), {"method": "none", "note": "std is the samples' own std (std_raw)"}
+        apply, meta = (lambda std: std), {"method": "none",
+                                          "note": "uncalibrated: std is the samples' own std (std_raw)"}
     else:
         source = None if isinstance(calibration, Calibration) else str(calibration)
         calibration = calibration if source is None else load(source)
@@ -226,12 +235,17 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
 
 
 def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,
-            device: str = "auto", progress: bool | None = None) -> dict:
-    """All three steps in one process: the way to use this without Snakemake."""
+            device: str = "auto", progress: bool | None = None, calibration=None,
+            low: float = 0.1, high: float = 99.9) -> dict:
+    """All three steps in one process: the way to use this without Snakemake.
+
+    `calibration`: as for `finalize`; `low`/`high`: percentiles of the input's normalisation
+    when `normalization` is not given.
+    """
     settings = settings or {}
-    prepare(checkpoint, image_path, output, settings, normalization)
+    prepare(checkpoint, image_path, output, settings, normalization, low, high)
     stats = run_shard(checkpoint, output, 0, 1, device, progress)
-    finalize(output)
+    finalize(output, calibration)
     return stats
 
 
