@@ -80,7 +80,8 @@ class WindowStats:
 
 def channel_windows(array: zarr.Array, cores) -> list[dict]:
     """The display window of each channel (axis 0) of `array`, read one region of `cores` at a time."""
-    stats = [WindowStats(math.prod(array.shape[1:]), seed=c) for c in range(array.shape[0])]
+    # One seed for all: channels holding the same values (std and std_raw without a calibration) get one window.
+    stats = [WindowStats(math.prod(array.shape[1:])) for _ in range(array.shape[0])]
     for core in cores:
         for channel, values in zip(stats, array[(slice(None), *core)]):
             channel.add(values)
