@@ -28,7 +28,7 @@ import tifffile
 import zarr
 
 from ..errors import InputError
-from .ome_zarr import WindowStats, block_shape, finish_image, omero, regions
+from .ome_zarr import WindowStats, finish_image, omero
 
 SPATIAL = "ZYX"
 UNIT = "micrometer"
@@ -318,18 +318,20 @@ def create_ome_zarr(path: str | os.PathLike, shape: tuple[int, ...], dtype, axes
 def write_ome_zarr(path: str | os.PathLike, data: np.ndarray | da.Array, axes: str,
                    pixel_size: tuple[float, ...], chunks: tuple[int, ...] | None = None,
                    attrs: dict | None = None, label: str = "intensity", name: str | None = None) -> None:
-    """Write a whole (lazy) array block by block, with its display window and, when large, a
-    pyramid (see ome_zarr); memory stays at a few blocks."""
+    """Write a whole (lazy) array chunk by chunk, with its display window and, when large, a
+    pyramid (see ome_zarr); memory stays at a few chunks."""
     data = da.asarray(data)
     chunks = chunks or default_chunks(tuple(data.shape))
     array = create_ome_zarr(path, data.shape, data.dtype, axes, pixel_size, chunks, attrs=attrs, name=name)
     stats = WindowStats(data.size)
-    for region in regions(data.shape, block_shape(data.shape, chunks)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # dask warns about irregular source chunks
-            values = np.asarray(data[region].compute())
-        array[region] = values
-        stats.add(values)
+
+    def observe(block, block_info=None):  # the display window, from the chunks as they are stored
+        stats.add(block, block_info[0]["chunk-location"])
+        return block
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dask warns about irregular source chunks; rechunk handles it
+        da.store(data.rechunk(chunks).map_blocks(observe, dtype=data.dtype), array, lock=False, compute=True)
     finish_image(zarr.open_group(str(path), mode="r+"), pixel_size, [label], [stats.window()])
 
 

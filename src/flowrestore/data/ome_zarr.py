@@ -1,20 +1,22 @@
 """What viewers need from an OME-Zarr image: display windows, colours, and a multiscale pyramid.
 
-Both are written block by block, so memory stays that of a block whatever the image size:
+Both are made piece by piece, so memory stays that of a few chunks (or one prediction block)
+whatever the image size:
 
 * `WindowStats` keeps the exact range of a channel and a bounded random subsample of its values
   (`SAMPLE_BUDGET` values whatever the size), fed one block at a time; its robust percentiles
   (`DISPLAY_PERCENTILES`) become `omero.channels[].window.start/end`, which napari-ome-zarr turns
   into contrast limits. A window of 0..1 on data in raw units shows every layer saturated.
-* `write_pyramid` adds levels "1", "2", ... to an image of more than `PYRAMID_MIN_VOXELS` voxels:
+* `write_pyramid` adds levels "1", "2", ... to an image of more than `PYRAMID_MIN_VOXELS` voxels,
+  one output chunk at a time:
   each level halves every spatial axis that is still larger than its chunk (YX, and Z once the
   stack is deeper than a chunk) until the level fits in one chunk. A level is the area mean of
-  2x(2x2) voxels of the level above, computed with scikit-image's `block_reduce(..., np.nanmean,
-  cval=nan)` (the function behind `downscale_local_mean`) on one block at a time: it works on the
-  numpy block this loop already holds (dask's `coarsen` would need the level as one graph and
-  drops the odd last row with `trim_excess`), and padding with NaN makes an edge voxel of an
-  odd-sized axis the mean of the voxels that exist, where `downscale_local_mean`'s zero padding
-  would darken it. Level shapes are ceil(shape / factor); the scale of a level is the pixel size
+  2x(2x2) voxels of the level above: scikit-image's `block_reduce` (the function behind
+  `downscale_local_mean`) sums each area of one chunk at a time, and the sum is divided by the
+  number of voxels the area holds. It works on the numpy chunk this loop already holds (dask's
+  `coarsen` would need the level as one graph and drops the odd last row with `trim_excess`), and
+  the count makes an edge voxel of an odd-sized axis the mean of the voxels that exist, where
+  `downscale_local_mean` divides by the full area and so darkens the edge. Level shapes are ceil(shape / factor); the scale of a level is the pixel size
   times its factor, and its translation (factor - 1) / 2 pixels moves the voxel centres to the
   centres of the areas they average (NGFF 0.4 coordinateTransformations).
 """
@@ -22,7 +24,7 @@ Both are written block by block, so memory stays that of a block whatever the im
 from __future__ import annotations
 
 import math
-import warnings
+import threading
 from itertools import product
 
 import numpy as np
@@ -32,7 +34,6 @@ from skimage.measure import block_reduce
 DISPLAY_PERCENTILES = (0.1, 99.9)  # as the normalisation: clips a few hot pixels, shows the rest
 SAMPLE_BUDGET = 1 << 18  # values kept per channel (1 MiB): percentile error ~0.01% of the pixels
 PYRAMID_MIN_VOXELS = 1024 * 1024  # below this a viewer reads the whole level at once anyway
-DEFAULT_BLOCK = {2: (1024, 1024), 3: (64, 256, 256)}  # voxels read/written at once, chunk-aligned
 
 GREY = "FFFFFF"
 # napari-ome-zarr draws a channel as black -> `color`; magenta matches napari's "magenta" colormap,
@@ -45,33 +46,38 @@ SHOWN = ("mmse", "std")  # the other channels load hidden: they would cover the 
 class WindowStats:
     """Range and robust display limits of one channel, accumulated block by block.
 
-    `add(values)` takes any array (NaN/inf ignored); `window()` gives the NGFF `omero` window
+    `add(values, key)` takes any array (NaN/inf ignored); `window()` gives the NGFF `omero` window
     {"min", "max": exact range, "start", "end": DISPLAY_PERCENTILES of a uniform random subsample}.
     `total` (the channel's voxel count) sets the share of each block kept, so the subsample stays
-    near `budget` values; the generator is seeded, so the metadata is reproducible.
+    near `budget` values. Each block's subsample is drawn with a generator seeded by its `key` (its
+    position) and the parts are joined in key order, so the window does not depend on the order
+    in which threads deliver the blocks; `add` may be called from several threads.
     """
 
     def __init__(self, total: int, budget: int = SAMPLE_BUDGET, seed: int = 0):
         self.share = min(1.0, budget / max(int(total), 1))
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.low, self.high = math.inf, -math.inf
-        self.parts: list[np.ndarray] = []
+        self.parts: dict[tuple, np.ndarray] = {}
+        self.lock = threading.Lock()
 
-    def add(self, values) -> None:
+    def add(self, values, key: tuple[int, ...] = ()) -> None:
         values = np.asarray(values).ravel()
         values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
         if values.size == 0:
             return
-        self.low = min(self.low, float(values.min()))
-        self.high = max(self.high, float(values.max()))
         keep = int(math.ceil(values.size * self.share))
-        pick = values if keep >= values.size else values[self.rng.integers(0, values.size, keep)]
-        self.parts.append(pick.astype(np.float64))
+        rng = np.random.default_rng([self.seed, *key])
+        pick = values if keep >= values.size else values[rng.integers(0, values.size, keep)]
+        low, high = float(values.min()), float(values.max())
+        with self.lock:
+            self.low, self.high = min(self.low, low), max(self.high, high)
+            self.parts[tuple(key)] = pick.astype(np.float64)
 
     def window(self) -> dict:
         if not self.parts:  # nothing finite: any valid window
             return {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}
-        start, end = np.percentile(np.concatenate(self.parts), DISPLAY_PERCENTILES)
+        start, end = np.percentile(np.concatenate([self.parts[k] for k in sorted(self.parts)]), DISPLAY_PERCENTILES)
         start, end = max(float(start), self.low), min(float(end), self.high)
         if end <= start:  # a constant channel: napari refuses equal contrast limits
             end = start + 1.0
@@ -83,8 +89,9 @@ def channel_windows(array: zarr.Array, cores) -> list[dict]:
     # One seed for all: channels holding the same values (std and std_raw without a calibration) get one window.
     stats = [WindowStats(math.prod(array.shape[1:])) for _ in range(array.shape[0])]
     for core in cores:
+        key = tuple(c.start for c in core)
         for channel, values in zip(stats, array[(slice(None), *core)]):
-            channel.add(values)
+            channel.add(values, key)
     return [channel.window() for channel in stats]
 
 
@@ -95,12 +102,6 @@ def omero(name: str, channels: list[str], windows: list[dict] | None = None) -> 
         {"label": c, "active": c in SHOWN or len(channels) == 1, "color": UNCERTAINTY_COLOR if c in UNCERTAINTY else GREY,
          "window": {k: float(w[k]) for k in ("min", "max", "start", "end")}}
         for c, w in zip(channels, windows)]}
-
-
-def block_shape(shape: tuple[int, ...], chunks: tuple[int, ...], block: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """`block` (default DEFAULT_BLOCK) rounded down to whole chunks, at least one chunk per axis."""
-    block = block or DEFAULT_BLOCK[len(shape)]
-    return tuple(max(c, b // c * c) for b, c in zip(block, chunks))
 
 
 def regions(shape: tuple[int, ...], block: tuple[int, ...]):
@@ -150,13 +151,17 @@ def datasets(pixel_size: tuple[float, ...], factors: list[tuple[int, ...]], chan
 def downsample(values: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
     """Area mean over `step` voxels; edges of odd-sized axes average the voxels that exist.
 
-    Integers are rounded back to their type: viewers expect every level in one dtype.
+    The sum over each area (scikit-image's `block_reduce`, zero padding) divided by the number of
+    voxels the area holds. Integers are rounded back to their type: viewers expect every level in
+    one dtype.
     """
-    work = np.float64 if values.dtype.itemsize > 4 or (values.dtype.kind in "iu" and values.dtype.itemsize > 2) \
-        else np.float32
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN areas stay NaN
-        mean = block_reduce(values.astype(work, copy=False), step, np.nanmean, cval=np.nan)
+    wide = values.dtype.itemsize > 4 or (values.dtype.kind in "iu" and values.dtype.itemsize > 2)
+    total = block_reduce(values.astype(np.float64 if wide else np.float32, copy=False), step, np.sum, cval=0)
+    count = np.ones((), total.dtype)
+    for axis, (n, f) in enumerate(zip(values.shape, step)):
+        per_area = np.minimum(f, n - f * np.arange(total.shape[axis])).astype(total.dtype)
+        count = count * per_area.reshape([-1 if a == axis else 1 for a in range(values.ndim)])
+    mean = total / count
     if values.dtype.kind in "iu":
         info = np.iinfo(values.dtype)
         return np.clip(np.rint(mean), info.min, info.max).astype(values.dtype)
@@ -164,14 +169,13 @@ def downsample(values: np.ndarray, step: tuple[int, ...]) -> np.ndarray:
 
 
 def write_pyramid(group: zarr.Group, spatial_shape: tuple[int, ...], chunks: tuple[int, ...],
-                  channels: int | None = None, block: tuple[int, ...] | None = None,
-                  min_voxels: int = PYRAMID_MIN_VOXELS) -> list[tuple[int, ...]]:
+                  channels: int | None = None, min_voxels: int = PYRAMID_MIN_VOXELS) -> list[tuple[int, ...]]:
     """Write levels "1", "2", ... of `group`, each from the one above; returns the factors.
 
     `chunks`: spatial chunk shape of level 0 (reused, clipped, by every level); `channels`: the
-    size of a leading channel axis (None: no channel axis; channels are reduced one at a time).
-    Each output block reads at most 2^ndim times its voxels from the level above, so memory is a
-    few blocks whatever the image size.
+    size of a leading channel axis (None: no channel axis). One output chunk of one channel is
+    made at a time from the (at most 2^ndim) chunks above it, so memory is a few chunks whatever
+    the image size (measured: README, "Speed and memory").
     """
     factors = pyramid_factors(spatial_shape, chunks, min_voxels)
     source = group["0"]
@@ -183,9 +187,7 @@ def write_pyramid(group: zarr.Group, spatial_shape: tuple[int, ...], chunks: tup
                                     chunks=((1,) if channels else ()) + level_chunks, dtype=source.dtype,
                                     fill_value=source.fill_value, chunk_key_encoding={"name": "v2", "separator": "/"},
                                     overwrite=True)  # a rerun after a crash replaces a half-written level
-        out_block = block_shape(shape, level_chunks, tuple(max(1, b // s) for b, s in
-                                                           zip(block or DEFAULT_BLOCK[len(shape)], step)))
-        for region in regions(shape, out_block):
+        for region in regions(shape, level_chunks):
             above = tuple(slice(r.start * s, r.stop * s) for r, s in zip(region, step))
             for c in range(channels or 1):
                 index = () if channels is None else (c,)
@@ -194,8 +196,8 @@ def write_pyramid(group: zarr.Group, spatial_shape: tuple[int, ...], chunks: tup
     return factors
 
 
-def finish_image(group: zarr.Group, pixel_size: tuple[float, ...], labels: list[str], windows: list[dict],
-                 block: tuple[int, ...] | None = None) -> list[tuple[int, ...]]:
+def finish_image(group: zarr.Group, pixel_size: tuple[float, ...], labels: list[str],
+                 windows: list[dict]) -> list[tuple[int, ...]]:
     """Add the pyramid to a written level "0" and the metadata that describes it and its display.
 
     `labels`/`windows`: one per channel (one for an image without a channel axis). Returns the
@@ -205,7 +207,7 @@ def finish_image(group: zarr.Group, pixel_size: tuple[float, ...], labels: list[
     spatial = len(pixel_size)
     channel_axis = array.ndim == spatial + 1
     factors = write_pyramid(group, tuple(array.shape[-spatial:]), tuple(array.chunks[-spatial:]),
-                            array.shape[0] if channel_axis else None, block)
+                            array.shape[0] if channel_axis else None)
     multiscales = group.attrs["multiscales"]
     multiscales[0]["datasets"] = datasets(tuple(pixel_size), factors, channel_axis)
     group.attrs.update({"multiscales": multiscales, "omero": omero(multiscales[0]["name"], labels, windows)})

@@ -207,7 +207,7 @@ def finalize(output, calibration=None) -> None:
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
     windows = channel_windows(group["0"], [block.core for block in blocks])
-    finish_image(group, tuple(plan["pixel_size"]), plan["channels"], windows, tuple(plan["block"]))
+    finish_image(group, tuple(plan["pixel_size"]), plan["channels"], windows)
     group.attrs["flowrestore"] = meta
     remove(work / DONE_DIR)
     (work / PLAN_FILE).unlink()
