@@ -91,8 +91,11 @@ def test_metrics_table_one_row_per_acquisition_and_estimate(run):
     assert len(table) == 2 * 4
     assert set(zip(table["model"], table["estimate"])) == {("input", "input"), ("reg", "mmse"), ("hm", "mmse"), ("hm", "sample_0")}
     assert list(table.columns[:5]) == ["acquisition", "model", "method", "estimate", "label"]
-    assert {"psnr", "psnr_affine", "ssim", "ms_ssim", "frc_1/7_um", "frc_0.5_um", "missing"} <= set(table.columns)
-    assert (table["missing"] == "").all()
+    assert {"psnr", "psnr_affine", "ssim", "ms_ssim", "micro_ssim", "micro_ms3im", "frc_1/7_um", "frc_0.5_um",
+            "missing"} <= set(table.columns)
+    # 64x64 test images: only MicroMS3IM, whose 5 scales need 176 pixels per edge, is missing, and says why.
+    assert table["micro_ms3im"].isna().all() and table["missing"].str.startswith("micro_ms3im: image 64x64").all()
+    assert ((table["micro_ssim"] > 0) & (table["micro_ssim"] <= 1)).all()
     assert (table["pixel_size_um"] == PIXEL).all()
     mmse = table[(table["model"] == "hm") & (table["estimate"] == "mmse")]
     # error N(0, 0.05^2) in target-normalised units -> PSNR = -20 log10(0.05) = 26.0 dB: the units are mapped right

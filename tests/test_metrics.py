@@ -242,9 +242,76 @@ def test_frc_small_image_unavailable():
         M.frc_resolution(a, a)
 
 
+# --- MicroSSIM / MicroMS3IM (microssim) -------------------------------------------
+
+
+def micro_ssim_by_formula(target, pred):
+    """MicroSSIM written out from Ashesh et al. 2024 and microssim's docs, numpy and scipy only:
+    background = 3rd percentile of each image, both divided by the target's largest value above
+    its background; alpha maximises the mean SSIM between target and alpha * prediction; the score
+    is the mean SSIM at that alpha. SSIM as skimage's (sample covariance, C = (K R)^2, R the
+    normalised target's range, border of half a window cropped); microssim fits alpha with
+    skimage's default 7x7 uniform window and scores with the Gaussian one (sigma 1.5, 11 taps)."""
+    from scipy.optimize import minimize_scalar
+
+    t0, p0 = target - np.percentile(target, 3), pred - np.percentile(pred, 3)
+    x, y = t0 / t0.max(), p0 / t0.max()
+    r = x.max() - x.min()
+    c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
+
+    def ssim_map(alpha, blur, taps):
+        ux, uy = blur(x), blur(y)
+        cov = taps**2 / (taps**2 - 1)
+        vx, vy, vxy = cov * (blur(x * x) - ux**2), cov * (blur(y * y) - uy**2), cov * (blur(x * y) - ux * uy)
+        s = ((2 * alpha * ux * uy + c1) * (2 * alpha * vxy + c2)
+             / ((ux**2 + alpha**2 * uy**2 + c1) * (vx + alpha**2 * vy + c2)))
+        return s[taps // 2: -(taps // 2), taps // 2: -(taps // 2)].mean()
+
+    def uniform(a):
+        return ndi.uniform_filter(a, 7)
+
+    def gaussian(a):
+        return ndi.gaussian_filter(a, 1.5, truncate=3.5, mode="reflect")
+
+    alpha = minimize_scalar(lambda a: -ssim_map(a, uniform, 7), bounds=(1e-3, 1e3), method="bounded",
+                            options={"xatol": 1e-9}).x
+    return ssim_map(alpha, gaussian, 11)
+
+
+def test_micro_ssim_matches_its_formula_and_ignores_brightness():
+    t = texture((40, 48), seed=4) * 30 + 100
+    p = noisy(t, 0.4) * 0.6 + 12  # another brightness and offset, plus noise
+    expected = micro_ssim_by_formula(t, p)
+    assert 0.2 < expected < 0.95
+    assert M.micro_ssim(p, t) == pytest.approx(expected, abs=1e-4)
+    # By hand: 3 t + 7 has background 3 p3(t) + 7, so after normalisation it is 3x the target's
+    # and alpha = 1/3 makes the two identical: MicroSSIM 1, where plain SSIM sees the offset.
+    assert M.micro_ssim(3 * t + 7, t) == pytest.approx(1.0, abs=1e-6)
+    assert M.ssim(3 * t + 7, t) < 0.5
+
+
+def test_micro_ms3im_ignores_brightness_and_falls_with_noise():
+    t = texture((192, 192), seed=5) * 30 + 100
+    assert M.micro_ms3im(3 * t + 7, t) == pytest.approx(1.0, abs=1e-4)  # same reasoning as MicroSSIM's
+    values = [M.micro_ms3im(noisy(t, s), t) for s in (0.1, 0.5, 1.0)]
+    assert values[0] > values[1] > values[2]
+    with pytest.raises(MetricUnavailable, match="176"):
+        M.micro_ms3im(t[:175], t[:175])
+
+
+def test_micro_metrics_of_a_volume_are_the_mean_of_its_planes():
+    t = np.stack([texture((180, 180), seed=s) * 30 + 100 for s in (6, 7)])
+    p = noisy(t, 0.5)
+    planes = [M.micro_ssim(p[i], t[i]) for i in range(2)]
+    # One background and one alpha fitted over the whole volume, then the planes scored with them:
+    # close to, not equal to, the mean of planes fitted one by one.
+    assert M.micro_ssim(p, t) == pytest.approx(np.mean(planes), abs=0.02)
+    assert 0 < M.micro_ms3im(p, t) < 1
+
+
 # --- compute_all -----------------------------------------------------------------
 
-KEYS = {"psnr", "psnr_affine", "ssim", "ms_ssim", "frc_1/7", "frc_0.5", "missing"}
+KEYS = {"psnr", "psnr_affine", "ssim", "ms_ssim", "micro_ssim", "micro_ms3im", "frc_1/7", "frc_0.5", "missing"}
 
 
 def assert_no_nan(res):
@@ -259,18 +326,19 @@ def test_compute_all_tiny_image():
     assert set(res) == KEYS
     assert_no_nan(res)
     assert isinstance(res["psnr"], float) and isinstance(res["psnr_affine"], float)
-    for k in ("ssim", "ms_ssim", "frc_1/7", "frc_0.5"):
+    small = {"ssim", "ms_ssim", "micro_ssim", "micro_ms3im", "frc_1/7", "frc_0.5"}
+    for k in small:
         assert res[k] is None
         assert "5x5" in res["missing"][k]
-    assert set(res["missing"]) == {"ssim", "ms_ssim", "frc_1/7", "frc_0.5"}
+    assert set(res["missing"]) == small
 
 
 def test_compute_all_normal_image():
-    t = texture((64, 64))
+    t = texture((192, 192))
     res = M.compute_all(noisy(t, 0.3), t, pixel_size=0.1)
     assert set(res) == KEYS and res["missing"] == {}
     assert_no_nan(res)
-    assert 0.2 <= res["frc_1/7"] <= res["frc_0.5"] <= 6.4
+    assert 0.2 <= res["frc_1/7"] <= res["frc_0.5"] <= 19.2
 
 
 def test_compute_all_nan_input_gives_none_not_nan():

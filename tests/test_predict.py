@@ -60,6 +60,41 @@ def test_prediction_channels_units_and_metadata(setup):
     scale = node.metadata["coordinateTransformations"][0][0]["scale"]
     assert scale == [1.0, 0.1, 0.1]
     assert not partial_path(out).exists()
+    from ome_zarr_models.v04 import Image
+
+    Image.from_zarr(zarr.open_group(str(out), mode="r"))  # raises on metadata that breaks NGFF 0.4
+
+
+def test_large_prediction_opens_in_napari_with_a_pyramid_and_windows(setup, tmp_path):
+    """A prediction above the pyramid threshold, read by napari-ome-zarr's reader as napari would."""
+    from napari_ome_zarr import napari_get_reader
+    from ome_zarr_models.v04 import Image
+
+    from fixtures import write_tiff
+    from flowrestore.data.simulate import make_pair
+
+    root, data, models = setup
+    image = write_tiff(tmp_path / "big.ome.tif", make_pair((1040, 1030), 7)[0], pixel_size=0.25)
+    out = tmp_path / "big.ome.zarr"
+    predict(models["guided_cfm"], image, out, SETTINGS | dict(samples=2, nfe=1, solver="euler", tile=256, overlap=16,
+                                                              block=[512, 512], batch=8, prefix_means=False))
+    group = zarr.open_group(str(out), mode="r")
+    Image.from_zarr(group)
+    shapes = [(1040, 1030), (520, 515), (260, 258), (130, 129)]  # halved, rounding up, until one 256 chunk
+    assert [group[str(k)].shape[1:] for k in range(4)] == shapes and "4" not in group
+    level0 = group["0"][...]
+    top = level0[:, :1040, :1030].reshape(level0.shape[0], 520, 2, 515, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(group["1"][...], top, rtol=1e-5, atol=1e-5)
+
+    [(pyramid, meta, kind)] = napari_get_reader(str(out))(str(out))
+    names = ["mmse", "std", "std_raw", "sample_0"]
+    assert kind == "image" and meta["channel_axis"] == 0 and [p.shape[1:] for p in pyramid] == shapes
+    assert meta["scale"] == pytest.approx([0.25, 0.25])
+    assert meta["visible"] == [n in ("mmse", "std") for n in names]
+    colormaps = [c.name for c in meta["colormap"]]
+    assert colormaps[names.index("std")] != colormaps[names.index("mmse")]
+    for values, (low, high) in zip(level0, meta["contrast_limits"]):
+        assert values.min() <= low <= np.percentile(values, 1) < np.percentile(values, 99) <= high <= values.max()
 
 
 def test_result_does_not_depend_on_block_size(setup):

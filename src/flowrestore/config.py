@@ -257,3 +257,32 @@ def settings(section: str, given: dict | None = None, source: str | os.PathLike 
         key = ".".join(map(str, error.absolute_path)) or section
         raise InputError(source, f"setting {section}.{key}: {error.message}", f"use {_allowed(error.schema)}")
     return merged
+
+
+def schema_path() -> str:
+    """The config schema shipped with the package (workflow/schemas/config.schema.yaml links to it)."""
+    return os.fspath(SCHEMA_PATH)
+
+
+def load_schema() -> dict:
+    """A fresh copy of the schema (safe to modify)."""
+    return copy.deepcopy(schema())
+
+
+def with_defaults(config: dict, schema: dict) -> dict:
+    """A copy of `config` with the schema's defaults filled in where a key is absent, at every
+    level (what Snakemake's `validate(..., set_default=True)` does for the workflow)."""
+    out = copy.deepcopy(config if config is not None else schema.get("default", {}))
+    if not isinstance(out, dict) or schema.get("type") not in ("object", None):
+        return out
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = with_defaults(out[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(out) - set(properties):
+            out[key] = with_defaults(out[key], extra)
+    return out

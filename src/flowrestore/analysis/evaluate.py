@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 # compute_all's names -> table columns. FRC resolutions are in micrometres, or in pixels for a split
 # where some pair's pixel size is unknown (frc_unit; the table's pixel_size_um is then empty there).
 METRICS = {"psnr": "psnr", "psnr_affine": "psnr_affine", "ssim": "ssim", "ms_ssim": "ms_ssim",
-           "frc_1/7": "frc_1/7_um", "frc_0.5": "frc_0.5_um"}
+           "micro_ssim": "micro_ssim", "micro_ms3im": "micro_ms3im", "frc_1/7": "frc_1/7_um", "frc_0.5": "frc_0.5_um"}
 COLUMNS = list(METRICS.values())
 # For each column: is a larger value better? (FRC resolution: smaller is finer, hence better.)
-HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "ms_ssim": True,
-                    "frc_1/7_um": False, "frc_0.5_um": False}
+HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "ms_ssim": True, "micro_ssim": True,
+                    "micro_ms3im": True, "frc_1/7_um": False, "frc_0.5_um": False}
 INPUT = "input"  # the `model` and `estimate` of the widefield input rows
 ROW_KEYS = ["acquisition", "model", "method", "estimate", "label"]
 

@@ -28,8 +28,10 @@ from ..data.pairing import SPLITS, read_rows
 
 TEMPLATE = "report.html.j2"
 METRIC_TITLES = {"psnr": "PSNR (dB)", "psnr_affine": "PSNR affine (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
+                 "micro_ssim": "MicroSSIM", "micro_ms3im": "MicroMS3IM",
                  "frc_1/7_um": "FRC resolution 1/7 (µm)", "frc_0.5_um": "FRC resolution 0.5 (µm)"}
-DIGITS = {"psnr": 2, "psnr_affine": 2, "ssim": 3, "ms_ssim": 3, "frc_1/7_um": 3, "frc_0.5_um": 3}
+DIGITS = {"psnr": 2, "psnr_affine": 2, "ssim": 3, "ms_ssim": 3, "micro_ssim": 3, "micro_ms3im": 3, "frc_1/7_um": 3,
+          "frc_0.5_um": 3}
 
 
 @dataclass(frozen=True)

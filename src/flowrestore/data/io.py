@@ -12,7 +12,8 @@ bare scale (1 when absent) with no unit, and a one-line `Image.note` saying why.
 Writers follow OME-NGFF 0.4 (zarr format 2, "/" chunk keys): the version that
 napari-ome-zarr, Fiji/MoBIE and BigDataViewer all read. The multiscales metadata is a
 20-line dict; writing it here is smaller than adapting ome-zarr-py's writer to region-wise,
-multi-process writes, and the tests read our output back with ome-zarr-py.
+multi-process writes, and the tests read our output back with ome-zarr-py, ome-zarr-models
+and napari-ome-zarr. Display windows and pyramids are written by `ome_zarr`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import zarr
 
 from ..errors import InputError
 from . import physical as U
+from .ome_zarr import WindowStats, finish_image, omero
 
 SPATIAL = "ZYX"
 UNIT = "micrometer"
@@ -384,10 +386,8 @@ def ngff_metadata(name: str, axes: str, pixel_size: tuple[float, ...], channels:
             "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
         }]
     }
-    if channels is not None:
-        meta["omero"] = {"name": name, "version": "0.4", "channels": [
-            {"label": c, "active": i < 2, "color": "FFFFFF", "window": {"start": 0, "end": 1, "min": 0, "max": 1}}
-            for i, c in enumerate(channels)]}
+    if channels is not None:  # placeholder windows until the data are written (ome_zarr.finish_image)
+        meta["omero"] = omero(name, channels)
     return meta
 
 
@@ -412,14 +412,23 @@ def create_ome_zarr(path: str | os.PathLike, shape: tuple[int, ...], dtype, axes
 
 def write_ome_zarr(path: str | os.PathLike, data: np.ndarray | da.Array, axes: str,
                    pixel_size: tuple[float, ...], chunks: tuple[int, ...] | None = None,
-                   attrs: dict | None = None, units: tuple[str | None, ...] | None = None) -> None:
-    """Write a whole (lazy) array chunk by chunk; memory stays at a few chunks."""
+                   attrs: dict | None = None, label: str = "intensity", name: str | None = None,
+                   units: tuple[str | None, ...] | None = None) -> None:
+    """Write a whole (lazy) array chunk by chunk, with its display window and, when large, a
+    pyramid (see ome_zarr); memory stays at a few chunks."""
     data = da.asarray(data)
     chunks = chunks or default_chunks(tuple(data.shape))
-    array = create_ome_zarr(path, data.shape, data.dtype, axes, pixel_size, chunks, attrs=attrs, units=units)
+    array = create_ome_zarr(path, data.shape, data.dtype, axes, pixel_size, chunks, attrs=attrs, name=name, units=units)
+    stats = WindowStats(data.size)
+
+    def observe(block, block_info=None):  # the display window, from the chunks as they are stored
+        stats.add(block, block_info[0]["chunk-location"])
+        return block
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dask warns about irregular source chunks; rechunk handles it
-        da.store(data.rechunk(chunks), array, lock=False, compute=True)
+        da.store(data.rechunk(chunks).map_blocks(observe, dtype=data.dtype), array, lock=False, compute=True)
+    finish_image(zarr.open_group(str(path), mode="r+"), pixel_size, [label], [stats.window()])
 
 
 def read_attrs(path: str | os.PathLike) -> dict:
@@ -435,4 +444,5 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, chunks: t
     image = with_pixel_size(open_image(source), pixel_size)
     with atomic_output(destination) as tmp:
         write_ome_zarr(tmp, image.data, image.axes, image.pixel_size, tuple(chunks) if chunks else None,
-                       attrs={"flowrestore": {"source": os.path.abspath(source)}}, units=image.units)
+                       attrs={"flowrestore": {"source": os.path.abspath(source)}}, units=image.units,
+                       name=Path(destination).name)  # not the temporary's name: viewers show it

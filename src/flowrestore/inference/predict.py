@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..data.io import create_ome_zarr, default_chunks, open_image
 from ..data.normalize import Normalization, measure
 from ..config import defaults, settings as config_settings
+from ..data.ome_zarr import channel_windows, finish_image
 from .sampling import SamplingConfig
 from .tiling import make_plan, size_problem
 
@@ -95,6 +96,11 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
+    for name in ("tile", "overlap", "block"):
+        value = checked[name]
+        if isinstance(value, (list, tuple)) and len(value) != ndim:
+            raise InputError(image_path, f"has {ndim} axes ({image.axes}) but predict.{name} gives {len(value)} "
+                             f"values ({list(value)})", "give one value, or one per axis")
     grid = tuple(identity.get("grid_factor") or (1,) * ndim)
     shape = tuple(n * f for n, f in zip(image.shape, grid))
     net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
@@ -198,8 +204,9 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     stats = {"blocks": len(mine), "read_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
     channels = plan["channels"]
     grid = tuple(plan.get("grid_factor") or (1,) * len(plan["shape"]))
-    for block in tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
-                      disable=not (progress if progress is not None else os.isatty(2))):
+    show_bar = progress if progress is not None else os.isatty(2)
+    for done, block in enumerate(tqdm(mine, desc=f"{Path(output).name} shard {shard + 1}/{shards}",
+                                      disable=not show_bar), 1):
         t0 = time.perf_counter()
         source = tuple(slice(s.start // f, s.stop // f) for s, f in zip(block.outer, grid))
         y = norm.apply(np.asarray(image.data[source].compute(), dtype=np.float32))
@@ -217,6 +224,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
         for name, value in outputs.items():
             store[(channels.index(name), *block.core)] = value.cpu().numpy()
         (work / DONE_DIR / str(block.index)).touch()
+        if not show_bar:  # a log file or a pipe gets one line per block instead of a bar
+            log.info("%s shard %d/%d: block %d of %d restored", Path(output).name, shard + 1, shards, done, len(mine))
         stats["read_s"] += t1 - t0
         stats["compute_s"] += t2 - t1
         stats["write_s"] += time.perf_counter() - t2
@@ -225,7 +234,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
 
 
 def finalize(output, calibration=None) -> None:
-    """Fill the `std` channel and publish the partial store as `output` once every block is done.
+    """Fill the `std` channel, add display windows and (for large images) a pyramid, and publish
+    the partial store as `output` once every block is done.
 
     `std` is `std_raw` mapped through `calibration` (a `calibration.Calibration`, or the path of
     the JSON that rule calibrate writes); without one it is a copy of `std_raw`, and the metadata
@@ -241,6 +251,8 @@ def finalize(output, calibration=None) -> None:
     meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
+    windows = channel_windows(group["0"], [block.core for block in blocks])
+    finish_image(group, tuple(plan["pixel_size"]), plan["channels"], windows)
     group.attrs["flowrestore"] = meta
     remove(work / DONE_DIR)
     (work / PLAN_FILE).unlink()
@@ -251,7 +263,8 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
     from ..analysis.calibration import Calibration, load
 
     if calibration is None:
-        apply, meta = (lambda std: std), {"method": "none", "note": "std is the samples' own std (std_raw)"}
+        apply, meta = (lambda std: std), {"method": "none",
+                                          "note": "uncalibrated: std is the samples' own std (std_raw)"}
     else:
         source = None if isinstance(calibration, Calibration) else str(calibration)
         calibration = calibration if source is None else load(source)
@@ -267,12 +280,17 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
 
 
 def predict(checkpoint, image_path, output, settings: dict | None = None, normalization: Normalization | None = None,
-            device: str = "auto", progress: bool | None = None) -> dict:
-    """All three steps in one process: the way to use this without Snakemake."""
+            device: str = "auto", progress: bool | None = None, calibration=None,
+            low: float | None = None, high: float | None = None) -> dict:
+    """All three steps in one process: the way to use this without Snakemake.
+
+    `calibration`: as for `finalize`; `low`/`high`: percentiles of the input's normalisation (None: the schema's)
+    when `normalization` is not given.
+    """
     settings = settings or {}
-    prepare(checkpoint, image_path, output, settings, normalization)
+    prepare(checkpoint, image_path, output, settings, normalization, low, high)
     stats = run_shard(checkpoint, output, 0, 1, device, progress, settings.get("batch"), settings.get("group"))
-    finalize(output)
+    finalize(output, calibration)
     return stats
 
 
