@@ -48,7 +48,9 @@ def trained(tmp_path_factory):
     """A tiny guided model trained by `flowrestore train` from the tests' workflow config."""
     work = tmp_path_factory.mktemp("cli")
     write_demo(work / "data", 8, (64, 64), seed=5)
-    shutil.copy(ROOT / "tests" / "config" / "tiny.yaml", work / "config.yaml")
+    config = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
+    config["data"]["folder"] = "data"  # read from the config file's folder, as the workflow does
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = flowrestore("train", "config.yaml", "--model", "hazematching", "--no-progress", cwd=work)
     checkpoint = work / "results" / "models" / "hazematching" / "checkpoint.pt"
     assert result.stdout.strip() == str(Path("results/models/hazematching/checkpoint.pt"))
