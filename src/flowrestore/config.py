@@ -140,6 +140,19 @@ def _lookup(node, path: list):
     return node
 
 
+def model_settings(config: dict, source=None) -> dict[str, dict]:
+    """{model: {method, options, net, train}} with every default filled in: each model's own options
+    and net over the schema's, its train overrides over the `train` section (an InputError naming
+    `source` for an unknown key or a bad value)."""
+    out = {}
+    for name, model in config["models"].items():
+        out[name] = {"method": model["method"],
+                     "options": settings(f"$defs.methods.{model['method']}", model.get("options"), source),
+                     "net": settings("$defs.net", model.get("net"), source),
+                     "train": settings("train", config.get("train", {}) | (model.get("train") or {}), source)}
+    return out
+
+
 def check_sizes(config: dict, models: dict, files=(), command_line_files=()) -> None:
     """Raise an InputError when a size that meets a model's network does not fit it.
 

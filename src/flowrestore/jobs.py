@@ -12,10 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-import jsonschema
 import yaml
 
-from .config import check_config, defaults, load_schema, resolve_paths, schema_path, with_defaults
+from .config import check_config, defaults, load_schema, model_settings, resolve_paths, schema_path, with_defaults
 from .errors import InputError
 
 log = logging.getLogger("flowrestore")
@@ -37,19 +36,6 @@ def load_config(path: str | os.PathLike) -> dict:
     config = with_defaults(config, load_schema())
     resolve_paths(config, [path])  # relative paths are read against the config file, as in the workflow
     return config
-
-
-def model_settings(config: dict) -> dict[str, dict]:
-    """{model: {method, options, net, train}}, each model's train overrides merged over the train section
-    (as workflow/rules/common.smk does)."""
-    train_schema = load_schema()["properties"]["train"]
-    out = {}
-    for name, model in config["models"].items():
-        merged = config["train"] | model.get("train", {})
-        jsonschema.validate(merged, train_schema)  # check_config has checked the overrides already
-        out[name] = {"method": model["method"], "options": model.get("options", {}), "net": model.get("net", {}),
-                     "train": merged}
-    return out
 
 
 def _stale(output: Path, *sources) -> bool:
@@ -77,7 +63,7 @@ def train_from_config(config_path, model: str | None = None, device: str | None 
     from .training.loop import train_model
 
     config = load_config(config_path)
-    models = model_settings(config)
+    models = model_settings(config, config_path)
     if model is not None and model not in models:
         raise InputError(config_path, f"has no model {model!r}", f"give one of {', '.join(models)} with --model")
     results = Path(config["results"])

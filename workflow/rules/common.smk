@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from flowrestore.config import check_sizes, resolve_paths, result_settings, without_runtime
+from flowrestore.config import check_sizes, model_settings, resolve_paths, result_settings, without_runtime
 from flowrestore.errors import InputError
 from flowrestore.methods import method_class
 from flowrestore.data.pairing import plan_pairs
@@ -50,25 +50,10 @@ def source_file(wildcards):
 
 
 # ---------------------------------------------------------------- models and what they restore
-def _model_settings():
-    import jsonschema
-    import yaml
-
-    with open(workflow.source_path("../schemas/config.schema.yaml")) as fh:
-        train_schema = yaml.safe_load(fh)["properties"]["train"]
-    out = {}
-    for name, model in config["models"].items():
-        merged = config["train"] | model.get("train", {})
-        try:
-            jsonschema.validate(merged, train_schema)
-        except jsonschema.ValidationError as error:
-            raise WorkflowError(f"config models.{name}.train: {error.message}. Fix: use the keys and ranges of the train section") from None
-        out[name] = {"method": model["method"], "options": model.get("options", {}), "net": model.get("net", {}),
-                     "train": merged}
-    return out
-
-
-MODELS = _model_settings()
+try:  # every model's method options, net and train settings with the schema's defaults
+    MODELS = model_settings(config, "your config file")
+except InputError as error:
+    raise WorkflowError(str(error)) from None
 try:  # sizes that fail inside a network stop the run here, in one line naming the config file
     check_sizes(config, MODELS, workflow.configfiles, workflow.overwrite_configfiles)
 except InputError as error:
