@@ -88,12 +88,20 @@ def result_settings(section: str, settings: dict) -> dict:
 
 
 def without_runtime(config: dict) -> dict:
-    """A copy of the config without the runtime settings (per-model train overrides included)."""
+    """A copy of the config without the runtime settings (per-model train overrides included), its
+    keys sorted at every level: the order in which config files and defaults filled them in is no
+    change (Snakemake compares params as they are ordered)."""
     out = {k: (result_settings(k, v) if k in RUNTIME and isinstance(v, dict) else v) for k, v in config.items()}
     if isinstance(config.get("models"), dict):
         out["models"] = {name: ({**m, "train": result_settings("train", m["train"])} if isinstance(m.get("train"), dict)
                                 else m) for name, m in config["models"].items()}
-    return out
+    return _sorted(out)
+
+
+def _sorted(node):
+    if isinstance(node, Mapping):
+        return {k: _sorted(node[k]) for k in sorted(node)}
+    return [_sorted(v) for v in node] if isinstance(node, list) else node
 
 
 def canonical_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
