@@ -172,3 +172,53 @@ def test_an_output_grid_twice_as_fine(tmp_path, monkeypatch):
     assert open_image(tmp_path / "out.ome.zarr").pixel_size == pytest.approx((0.1, 0.15))
     back = AreaDownsample(2).A(torch.from_numpy(out.astype(np.float64))[None, None])[0, 0].numpy()
     np.testing.assert_allclose(back, image, rtol=1e-5)
+
+
+def test_relative_flow_curriculum_is_the_authors_and_a_function_of_the_step():
+    """[0.2, 0.2] at the start, ends moved by 0.9 per epoch, 30 epochs: 0.2 * 0.9^29 and 0.2 / 0.9^29 at the end."""
+    method = get_method("relative_flow")
+    assert method.delta_range(0, 1000) == (0.2, 0.2)
+    lo, hi = method.delta_range(1000, 1000)
+    assert lo == pytest.approx(0.0094, abs=1e-4) and hi == pytest.approx(4.25, abs=0.01)
+    assert method.delta_range(500, 1000) == (lo, hi)  # widen_until 0.5: full range from half-way on
+    ranges = [method.delta_range(s, 1000) for s in range(0, 1001, 10)]
+    assert all(a[0] >= b[0] and a[1] <= b[1] for a, b in zip(ranges, ranges[1:]))  # only ever widens
+    assert get_method("relative_flow").delta_range(123, 1000) == method.delta_range(123, 1000)  # no hidden state
+    method.schedule(0, 1000)
+    delta = []
+    net = lambda x, t: delta.append(t) or torch.zeros_like(x)  # noqa: E731
+    method.loss(net, torch.rand(64, 1, 4, 4) + 1, None, torch.Generator().manual_seed(0))
+    assert torch.allclose(delta[0], torch.tensor(0.2))  # drawn per sample, here from [0.2, 0.2]
+
+
+@pytest.mark.parametrize("step_size,length", [("delta", 0.2 + 0.1 + 0.05),
+                                              ("exact", np.expm1(0.2) + np.expm1(0.1) + np.expm1(0.05))])
+def test_relative_flow_steps_are_its_own_grid(step_size, length):
+    """x <- x + f(delta_k) v: a constant field of 1 moves x by sum f(delta_k), with t = delta_k at each step."""
+    method = get_method("relative_flow", {"step_size": step_size})
+    seen = []
+    states = method.trajectory(lambda t, x: seen.append(float(t[0])) or torch.ones_like(x), torch.zeros(2, 1, 4, 4))
+    assert seen == pytest.approx([0.2, 0.1, 0.05]) and len(states) == 3
+    x = method.integrate(lambda t, x: torch.ones_like(x), torch.zeros(2, 1, 4, 4), None)
+    torch.testing.assert_close(x, torch.full((2, 1, 4, 4), length, dtype=torch.float32))
+
+
+def test_relative_flow_target_is_the_scaled_difference_to_the_noisier_copy():
+    """A net that returns the exact target has zero loss: u = (x - D(x)) / (e^delta - 1), D(x) the net's input,
+    with delta the net's time input (Gaussian operator, where D(x) - x is the added noise)."""
+    method = get_method("relative_flow", {"operator": "gaussian", "sigma": 5.0})
+    x = torch.rand(8, 1, 8, 8) * 3
+    net = lambda noisier, delta: torch.clamp((x - noisier) / torch.expm1(delta).view(-1, 1, 1, 1), -10, 10)  # noqa: E731
+    assert float(method.loss(net, x, None, torch.Generator().manual_seed(0))) == 0.0
+    wrong = lambda noisier, delta: (x - noisier) / delta.view(-1, 1, 1, 1)  # noqa: E731
+    assert float(method.loss(wrong, x, None, torch.Generator().manual_seed(0))) > 0
+
+
+def test_relative_flow_reads_images_on_one_photon_scale():
+    method = get_method("relative_flow", {"gain": 2.0, "offset": 100.0, "scale": 50.0})
+    norm = method.normalization()
+    assert (norm.low, norm.high) == (100.0, 200.0)  # 50 photo-electrons = 100 ADU above the offset read as 1
+    assert method.identity()["normalization"] == {"low": 100.0, "high": 200.0}
+    assert get_method("guided_cfm").normalization() is None and "normalization" not in get_method("guided_cfm").identity()
+    with pytest.raises(InputError, match="sigma"):
+        get_method("relative_flow", {"operator": "rician"})

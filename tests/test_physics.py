@@ -110,3 +110,95 @@ def test_poisson_gaussian_numpy_keeps_the_simulators_bytes():
     rng = np.random.default_rng(4)
     expected = rng.poisson(x).astype(np.float32) + rng.normal(0.0, 2.0, x.shape).astype(np.float32)
     np.testing.assert_array_equal(got, expected)
+
+
+# ------------------------------------------------------------------ RelativeFlow's D_delta
+from flowrestore.physics.estimate import estimate_poisson_gaussian  # noqa: E402
+from flowrestore.physics.relative import (GaussianDegradation, RicianDegradation, ThinningDegradation,  # noqa: E402
+                                          make_degradation)
+
+
+@pytest.mark.parametrize("delta", [0.05, 0.2, 0.5])
+def test_thinning_operator_scales_poisson_gaussian_noise_by_exp_delta(delta):
+    """Counts of mean 200 with read noise 3 (photo-electrons), in network units of scale 50: D_delta
+    keeps the mean and multiplies the total noise std by e^delta (within 2%), per sample of a batch."""
+    lam, read, scale, n = 200.0, 3.0, 50.0, 200_000
+    g = torch.Generator().manual_seed(5)
+    counts = torch.poisson(torch.full((2, 1, n), lam, dtype=torch.float64), generator=g)
+    x = (counts + read * torch.randn(counts.shape, generator=g, dtype=torch.float64)) / scale
+    deltas = torch.tensor([delta, 0.0], dtype=torch.float64)
+    y = ThinningDegradation(scale, read).sample(x, deltas, g)
+    ratio = float((y[0] - lam / scale).std() / (x[0] - lam / scale).std())
+    assert ratio == pytest.approx(np.exp(delta), rel=0.02)
+    assert float(y[0].mean()) == pytest.approx(lam / scale, rel=1e-3)
+    torch.testing.assert_close(y[1], x[1])  # delta = 0 changes nothing
+
+
+def test_thinning_without_read_noise_term_misses_the_target():
+    """The read-noise term is needed: without it a read-noise-dominated image gets far less noisy."""
+    scale, read, n, delta = 1.0, 20.0, 200_000, 0.5
+    g = torch.Generator().manual_seed(6)
+    x = (torch.poisson(torch.full((1, 1, n), 50.0), generator=g) + read * torch.randn(1, 1, n, generator=g)) / scale
+    with_term = ThinningDegradation(scale, read).sample(x, delta, g)
+    without = ThinningDegradation(scale, 0.0).sample(x, delta, g)
+    target = float(x.std()) * np.exp(delta)
+    assert float(with_term.std()) == pytest.approx(target, rel=0.02)
+    assert float(without.std()) < 0.9 * target
+
+
+@pytest.mark.parametrize("delta", [0.05, 0.2, 0.5])
+def test_gaussian_operator_scales_the_std_by_exp_delta(delta):
+    g = torch.Generator().manual_seed(7)
+    sigma, n = 0.3, 400_000
+    x = 2.0 + sigma * torch.randn(1, 1, n, generator=g, dtype=torch.float64)
+    y = GaussianDegradation(sigma).sample(x, delta, g)
+    assert float((y - 2.0).std() / (x - 2.0).std()) == pytest.approx(np.exp(delta), rel=0.02)
+
+
+@pytest.mark.parametrize("signal", [0.0, 0.5, 3.0])
+@pytest.mark.parametrize("delta", [0.05, 0.5])
+def test_rician_operator_gives_rician_data_of_std_sigma_exp_delta(signal, delta):
+    """E[M^2] = s^2 + 2 sigma^2 and E[M^4] = s^4 + 8 s^2 sigma^2 + 8 sigma^4 for M Rician(s, sigma):
+    both moments of D_delta(M) match sigma e^delta, including at s = 0 (Rayleigh) where the
+    magnitude's own spread is not Gaussian."""
+    g = torch.Generator().manual_seed(8)
+    sigma, n = 0.4, 400_000
+    re, im = torch.randn(2, 1, 1, n, generator=g, dtype=torch.float64)
+    m = torch.sqrt((signal + sigma * re) ** 2 + (sigma * im) ** 2)
+    y = RicianDegradation(sigma).sample(m, delta, g)
+    s2 = (sigma * np.exp(delta)) ** 2
+    assert float((y**2).mean()) == pytest.approx(signal**2 + 2 * s2, rel=0.01)
+    assert float((y**4).mean()) == pytest.approx(signal**4 + 8 * signal**2 * s2 + 8 * s2**2, rel=0.03)
+
+
+def test_make_degradation_converts_raw_units_to_network_units():
+    opts = {"operator": "thinning", "gain": 2.0, "offset": 100.0, "read_noise": 6.0, "sigma": 0.0, "scale": 50.0}
+    op = make_degradation(opts)
+    assert isinstance(op, ThinningDegradation) and op.scale == 50.0 and op.read_noise == 3.0  # ADU / gain
+    op = make_degradation(opts | {"operator": "gaussian", "sigma": 10.0})
+    assert isinstance(op, GaussianDegradation) and op.sigma == pytest.approx(0.1)  # 10 ADU / (2 * 50)
+
+
+def _camera_image(gain, offset, read, seed):
+    """A 512^2 image in ADU of known camera parameters: smooth gradients from dark (where read noise
+    shows) to bright, and bright spots (structure the estimate must not mistake for noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:512, :512] / 512
+    signal = 2000 * xx**2 * (0.5 + 0.5 * np.sin(3 * yy))
+    spots = np.zeros((512, 512))
+    spots[rng.integers(0, 512, 300), rng.integers(0, 512, 300)] = 5e4
+    signal = signal + ndimage.gaussian_filter(spots, 1.5)
+    return PoissonGaussian(gain, offset, read).sample_numpy(signal, rng)
+
+
+@pytest.mark.parametrize("gain,read", [(2.5, 4.0), (0.8, 1.5)])
+def test_noise_estimate_recovers_gain_and_read_noise(gain, read):
+    image = _camera_image(gain, 100.0, read, seed=9)
+    est = estimate_poisson_gaussian(image, offset=100.0)
+    assert est.gain == pytest.approx(gain, rel=0.05)
+    assert est.read_noise == pytest.approx(read, rel=0.1)
+    dark = PoissonGaussian(gain, 100.0, read).sample_numpy(np.zeros((256, 256)), np.random.default_rng(10))
+    est = estimate_poisson_gaussian(image, dark=dark)
+    assert est.offset == pytest.approx(100.0, abs=0.1) and est.read_noise == pytest.approx(read, rel=0.02)
+    with pytest.raises(ValueError, match="offset or a dark frame"):
+        estimate_poisson_gaussian(image)

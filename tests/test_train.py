@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -5,6 +7,7 @@ import torch
 from flowrestore.training import loop as train_module
 from flowrestore.models.checkpoint import load_checkpoint, load_model
 from flowrestore.errors import InputError
+from flowrestore.methods import get_method
 from flowrestore.training.loop import TrainingDiverged, lr_factor, train_model
 
 from fixtures import TINY_NET, make_acquisitions
@@ -21,8 +24,15 @@ def _weights(path):
     return load_checkpoint(path)["ema"]
 
 
-@pytest.mark.parametrize("method", ["guided_cfm", "regression"])
+def _references_only(acquisitions):
+    """The acquisitions without their input role: what a user with noisy references alone has."""
+    return [replace(a, input_path=None) for a in acquisitions]
+
+
+@pytest.mark.parametrize("method", ["guided_cfm", "regression", "relative_flow", "reference_regression"])
 def test_training_writes_checkpoint_metrics_and_curve(tmp_path, data, method):
+    if get_method(method).data == "targets":
+        data = _references_only(data)
     train_model("m", method, TINY_NET, FAST, data[:2], data[2:], tmp_path)
     assert (tmp_path / "loss.png").stat().st_size > 1000
     metrics = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
@@ -43,8 +53,16 @@ def test_loss_decreases(tmp_path, data):
     assert after < 0.5 * before
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
-    train_model("m", "guided_cfm", TINY_NET, FAST, data[:2], data[2:], tmp_path / "straight")
+# relative_flow: references only, and a curriculum that widens at every step (3 epochs over the 6 steps)
+RESUMED = {"guided_cfm": {}, "relative_flow": {"epochs": 3, "widen_until": 1.0}}
+
+
+@pytest.mark.parametrize("method", sorted(RESUMED))
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data, monkeypatch, method):
+    options = RESUMED[method]
+    if get_method(method).data == "targets":
+        data = _references_only(data)
+    train_model("m", method, TINY_NET, FAST, data[:2], data[2:], tmp_path / "straight", method_options=options)
 
     calls = {"n": 0}
     real_clip = torch.nn.utils.clip_grad_norm_
@@ -57,11 +75,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, data, monkey
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        train_model("m", "guided_cfm", TINY_NET, FAST, data[:2], data[2:], tmp_path / "resumed")
+        train_model("m", method, TINY_NET, FAST, data[:2], data[2:], tmp_path / "resumed", method_options=options)
     assert load_checkpoint(tmp_path / "resumed" / "work" / "last.pt")["step"] == 3
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
-    train_model("m", "guided_cfm", TINY_NET, FAST, data[:2], data[2:], tmp_path / "resumed")
+    train_model("m", method, TINY_NET, FAST, data[:2], data[2:], tmp_path / "resumed", method_options=options)
 
     a, b = _weights(tmp_path / "straight" / "checkpoint.pt"), _weights(tmp_path / "resumed" / "checkpoint.pt")
     assert a.keys() == b.keys()

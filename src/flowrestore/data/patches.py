@@ -22,24 +22,30 @@ CACHE_BYTES = 512 * 2**20
 @dataclass
 class Acquisition:
     name: str
-    input_path: str
+    input_path: str | None  # None: a reference without an input (methods that train on targets alone)
     target_path: str
     input_norm: Normalization
     target_norm: Normalization
 
-    def open(self) -> tuple[np.ndarray | zarr.Array, np.ndarray | zarr.Array]:
+    def open(self, targets_only: bool = False) -> tuple[np.ndarray | zarr.Array, np.ndarray | zarr.Array]:
+        """(input, target) arrays; with `targets_only` the input is not opened and the target stands in for it."""
         arrays = []
-        for path in (self.input_path, self.target_path):
+        for path in (self.target_path,) * 2 if targets_only else (self.input_path, self.target_path):
             a = zarr.open_group(path, mode="r")["0"]
             arrays.append(a[...] if a.nbytes <= CACHE_BYTES else a)
         return arrays[0], arrays[1]
 
 
 class PatchBatches(torch.utils.data.Dataset):
-    """`dataset[step]` is the batch (degraded, target) of that training step, normalised, float32."""
+    """`dataset[step]` is the batch (degraded, target) of that training step, normalised, float32.
+
+    `targets_only`: only the target role is read (a method trained on references alone); the
+    degraded slot then holds the target patch too, which such a method does not read.
+    """
 
     def __init__(self, acquisitions: list[Acquisition], patch_size: tuple[int, ...], batch_size: int,
-                 seed: int = 0, foreground: float = 0.5, augment: bool = True, candidates: int = 8):
+                 seed: int = 0, foreground: float = 0.5, augment: bool = True, candidates: int = 8,
+                 targets_only: bool = False):
         if not acquisitions:
             raise InputError(None, "no acquisitions to train on", "check that the train split is not empty")
         self.acquisitions = acquisitions
@@ -49,11 +55,13 @@ class PatchBatches(torch.utils.data.Dataset):
         self.foreground = foreground
         self.augment = augment
         self.candidates = candidates
+        self.targets_only = targets_only
         self._arrays = None  # opened lazily in each worker process
         for acq in acquisitions:
-            shape = zarr.open_group(acq.input_path, mode="r")["0"].shape
+            path = acq.target_path if targets_only else acq.input_path
+            shape = zarr.open_group(path, mode="r")["0"].shape
             if len(shape) != len(self.patch_size) or any(s < p for s, p in zip(shape, self.patch_size)):
-                raise InputError(acq.input_path, f"image shape {shape} is smaller than the patch size {self.patch_size}",
+                raise InputError(path, f"image shape {shape} is smaller than the patch size {self.patch_size}",
                                  "lower train.patch_size (a multiple of the network's downsampling factor)")
 
     def __len__(self) -> int:
@@ -61,7 +69,7 @@ class PatchBatches(torch.utils.data.Dataset):
 
     def _open(self):
         if self._arrays is None:
-            self._arrays = [a.open() for a in self.acquisitions]
+            self._arrays = [a.open(self.targets_only) for a in self.acquisitions]
         return self._arrays
 
     def _corner(self, rng: np.random.Generator, target, shape) -> tuple[slice, ...]:

@@ -89,6 +89,8 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         normalization = measure(image.data, norm["low"] if low is None else low,
                                 norm["high"] if high is None else high, image_path)
     identity = describe_model(checkpoint)
+    if identity.get("normalization"):  # a model that reads every image on one scale (photon counts), not percentiles
+        normalization = Normalization(**identity["normalization"])
     stochastic = identity["stochastic"]
     checked = checked_settings(settings)
     sampling = SamplingConfig.from_settings(checked)

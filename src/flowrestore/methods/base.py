@@ -46,8 +46,10 @@ class Method(nn.Module):
     Declarations (class attributes):
     - `stochastic`: samples differ with the noise draw (posterior samples, MMSE, std); otherwise
       one deterministic pass gives the estimate.
-    - `data`: what training reads: "paired" (input, target), "targets" (clean images only),
-      "inputs" (degraded images only) or "unpaired" (two sets).
+    - `data`: what training reads: "paired" (input, target), "targets" (the target role only: clean
+      images, or noisy references of mixed quality for a method that makes its own noisier copies;
+      the input role is not read, so it need not exist), "inputs" (degraded images only) or
+      "unpaired" (two sets).
     - `start`: the state at t = 0: "noise" (N(0, I), keyed to the voxel position), "zeros", or
       "degraded" (the input itself, on the output grid).
     - `time_input`: the network takes t.
@@ -71,6 +73,19 @@ class Method(nn.Module):
     def in_channels(self, channels: int = 1) -> int:
         """Network input channels for images of `channels` channels."""
         return 2 * channels
+
+    def normalization(self):
+        """The one intensity scale the network works in (a `Normalization` of raw units), or None.
+
+        None (the default): each image is normalised by its own percentiles. A method whose operators
+        need raw units (photon counts) gives one scale for every image, inputs and targets alike;
+        training and prediction then use it instead of the percentiles.
+        """
+        return None
+
+    def schedule(self, step: int, total: int) -> None:
+        """Called by training before the loss of `step` (of `total`): a curriculum is a pure function of
+        both, so resuming at any step is exact. Validation is computed at step = total."""
 
     def grid_factor(self, dims: int) -> tuple[int, ...]:
         """Per axis, output voxels per input voxel (1: the output is on the input's grid)."""
@@ -97,4 +112,6 @@ class Method(nn.Module):
 
     def identity(self) -> dict:
         """What a checkpoint records of the method: its name, declarations and options."""
-        return {"method": self.name, "stochastic": self.stochastic, "options": dict(self.options)}
+        found = {"method": self.name, "stochastic": self.stochastic, "options": dict(self.options)}
+        norm = self.normalization()
+        return found if norm is None else found | {"normalization": {"low": norm.low, "high": norm.high}}

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +109,15 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     work = out / "work"  # created by the first checkpoint: a refused start leaves nothing behind
     device = resolve_device(cfg["device"])
     method = get_method(method_name, method_options).to(device)
-    if method.data != "paired":
+    if method.data not in ("paired", "targets"):
         raise InputError(None, f"method {method_name} trains on {method.data} data, which this training loop does not "
-                         "read yet", "choose a method that trains on input/target pairs")
-    dims = len(open_shape(train_acquisitions[0]))
+                         "read yet", "choose a method that trains on input/target pairs or on targets alone")
+    targets_only = method.data == "targets"
+    fixed = method.normalization()
+    if fixed is not None:  # one intensity scale for every image instead of each one's percentiles
+        train_acquisitions, val_acquisitions = ([replace(a, input_norm=fixed, target_norm=fixed) for a in acqs]
+                                                for acqs in (train_acquisitions, val_acquisitions))
+    dims = len(open_shape(train_acquisitions[0], targets_only))
     netcfg = NetConfig(**{**settings("$defs.net", net_config), "dims": dims, "in_channels": method.in_channels(1),
                           "time": method.time_input})
     patch = _patch_shape(cfg["patch_size"], dims)
@@ -145,9 +150,10 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
 
     log.info("%s: %s, %d parameters, patches %s, batch %d, %d steps on %s", name, method_name,
              count_parameters(net), patch, cfg["batch_size"], cfg["steps"], device)
-    batches = PatchBatches(train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"], foreground=cfg["foreground"])
+    batches = PatchBatches(train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"], foreground=cfg["foreground"],
+                           targets_only=targets_only)
     val_batches = PatchBatches(val_acquisitions or train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"] + 1,
-                               foreground=cfg["foreground"], augment=False)
+                               foreground=cfg["foreground"], augment=False, targets_only=targets_only)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(state.step, cfg["steps"]),
                                          num_workers=cfg["workers"], pin_memory=device.type == "cuda",
                                          persistent_workers=False, prefetch_factor=4 if cfg["workers"] else None)
@@ -170,6 +176,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     net.train()
     for y, x1 in loader:
         y, x1 = y.to(device, non_blocking=True), x1.to(device, non_blocking=True)
+        method.schedule(state.step, cfg["steps"])
         loss = step_fn(y, x1, _step_generator(cfg["seed"], state.step, device))
         if loss is None:
             kept = f"this file keeps the last good state (step {saved})" if saved else "no checkpoint was written yet"
@@ -182,6 +189,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         bar.update(1)
         last = state.step == cfg["steps"]
         if state.step % cfg["val_every"] == 0 or last:
+            method.schedule(cfg["steps"], cfg["steps"])  # validation at the final curriculum: comparable over steps
             row = {"step": state.step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
                    "val_loss": validation_loss(method, ema, val_batches, cfg["val_batches"], device, cfg["seed"]),
                    "seconds": time.perf_counter() - t_last}
@@ -223,10 +231,10 @@ def make_step(method, model, net, optimizer, scheduler, grad_clip: float, amp: b
     return step
 
 
-def open_shape(acq: Acquisition) -> tuple[int, ...]:
+def open_shape(acq: Acquisition, targets_only: bool = False) -> tuple[int, ...]:
     import zarr
 
-    return zarr.open_group(acq.input_path, mode="r")["0"].shape
+    return zarr.open_group(acq.target_path if targets_only else acq.input_path, mode="r")["0"].shape
 
 
 def write_metrics(rows: list[dict], path: Path) -> None:
