@@ -1,10 +1,14 @@
 """The block engine against a plain per-tile computation, and what CPU tests can reach of its CUDA path."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from flowrestore.inference import solvers
+from flowrestore.inference import allocator, solvers
 from flowrestore.inference.engine import Restorer
 from flowrestore.inference.keyed_noise import gaussian
 from flowrestore.inference.sampling import SamplingConfig
@@ -126,3 +130,56 @@ def test_solver_step_is_the_textbook_formula_to_the_bit_and_leaves_its_inputs(so
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     assert torch.equal(x, before)
     assert all(torch.equal(v, v.clone()) for v in returned)
+
+
+# ------------------------------------------------------------------ allocator setting
+_FAULTS = """
+import json, resource, torch
+from flowrestore.inference import allocator
+
+torch.set_num_threads(1)
+
+
+def evaluation():  # like a network's layers: 64 MiB tensors made from one another, all freed at the end
+    a = torch.ones(1 << 24)
+    b = a * 2
+    c = b + a
+    return float(c[-1])
+
+
+def faults():  # minor page faults of 8 evaluations, after 4 that let the heap settle
+    for _ in range(4):
+        evaluation()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(8):
+        evaluation()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+default = faults()
+applied = allocator.retain_freed_memory()
+print(json.dumps({"default": default, "applied": applied, "again": allocator.retain_freed_memory(), "kept": faults()}))
+"""
+
+
+def test_retained_memory_is_reused_without_page_faults():
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("glibc only: other C libraries are left as they are")
+    out = json.loads(subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, check=True)
+                     .stdout.strip().splitlines()[-1])
+    assert out["applied"] and out["again"]
+    # 8 x 3 x 64 MiB is 393216 pages of 4 KiB (torch does not ask for huge pages): glibc's defaults map
+    # and fault every one of them in; kept in the heap, the tensors reuse pages already there.
+    assert out["default"] > 100_000 and out["kept"] < out["default"] / 10, out
+
+
+def test_the_bench_switch_keeps_glibc_defaults():
+    code = "from flowrestore.inference import allocator; print(allocator.retain_freed_memory())"
+    env = {"FLOWRESTORE_BENCH_GLIBC_DEFAULTS": "1", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
+

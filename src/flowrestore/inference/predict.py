@@ -142,9 +142,11 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     import torch
 
     from ..models.checkpoint import load_model
+    from .allocator import retain_freed_memory
     from .engine import Restorer
     from ..training.loop import resolve_device
 
+    retain_freed_memory()  # the network's activations stay in the heap between evaluations (allocator.py)
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
     restorer = Restorer(method, net, SamplingConfig(**plan["sampling"]), dev)
