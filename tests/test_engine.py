@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from flowrestore.errors import InputError
 from flowrestore.inference import allocator, solvers
 from flowrestore.inference.engine import Restorer
 from flowrestore.inference.keyed_noise import gaussian
 from flowrestore.inference.sampling import SamplingConfig
 from flowrestore.inference.tiling import make_plan, window
 from flowrestore.methods.base import get_method
-from flowrestore.models.nets import NetConfig
+from flowrestore.models.nets import NetConfig, UNet
+from flowrestore.training.loop import resolve_device
 
 
 class ExactField(torch.nn.Module):
@@ -130,6 +132,47 @@ def test_solver_step_is_the_textbook_formula_to_the_bit_and_leaves_its_inputs(so
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     assert torch.equal(x, before)
     assert all(torch.equal(v, v.clone()) for v in returned)
+
+
+# ------------------------------------------------------------------ what CPU tests reach of the CUDA path
+def test_auto_device_is_cuda_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(InputError, match="'cuda:2'.*2 CUDA devices"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_cuda_asked_where_there_is_none_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA device.*Fix:"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="'gpu'.*Fix: .*cuda:N"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("dims,fmt", [(2, torch.channels_last), (3, torch.channels_last_3d)])
+def test_autocast_only_on_cuda_and_the_network_channels_last(dims, fmt):
+    method = get_method("guided_cfm")
+    net = UNet(NetConfig(dims=dims, channels=8, multipliers=[1, 2]))
+    assert not Restorer(method, net, SamplingConfig(amp=True), torch.device("cpu")).autocast
+    # Built for a CUDA device without one being present: the choice is made from the device's type.
+    assert Restorer(method, net, SamplingConfig(amp=True), torch.device("cuda")).autocast
+    assert not Restorer(method, net, SamplingConfig(amp=False), torch.device("cuda")).autocast
+    restorer = Restorer(method, net, SamplingConfig(amp=True), torch.device("cpu"))
+    convs = [m for m in restorer.net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(c.weight.is_contiguous(memory_format=fmt) for c in convs)
+    # On the CPU the network runs in float32, exactly as without the engine.
+    x = torch.randn(2, 1, *([8] * dims))
+    t = torch.tensor([0.3, 0.6])
+    with torch.no_grad():
+        v, plain = restorer._velocity(t, x, x), method.velocity(net, t, x, x)
+    assert v.dtype == torch.float32
+    np.testing.assert_array_equal(v.numpy(), plain.numpy())
 
 
 # ------------------------------------------------------------------ allocator setting
