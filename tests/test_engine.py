@@ -199,13 +199,21 @@ def faults():  # minor page faults of 8 evaluations, after 4 that let the heap s
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
 default = faults()
 applied = allocator.retain_freed_memory()
-print(json.dumps({"default": default, "applied": applied, "again": allocator.retain_freed_memory(), "kept": faults()}))
+out = {"default": default, "applied": applied, "again": allocator.retain_freed_memory(), "kept": faults()}
+held = rss_mb()
+allocator.release_between_blocks()
+print(json.dumps(out | {"released_mb": held - rss_mb()}))
 """
 
 
-def test_retained_memory_is_reused_without_page_faults():
+def test_retained_memory_is_reused_without_page_faults_and_released_between_blocks():
     import ctypes
 
     try:
@@ -218,6 +226,8 @@ def test_retained_memory_is_reused_without_page_faults():
     # 8 x 3 x 64 MiB is 393216 pages of 4 KiB (torch does not ask for huge pages): glibc's defaults map
     # and fault every one of them in; kept in the heap, the tensors reuse pages already there.
     assert out["default"] > 100_000 and out["kept"] < out["default"] / 10, out
+    # Between blocks the kept memory (three 64 MiB tensors' worth) goes back to the OS.
+    assert out["released_mb"] > 150, out
 
 
 def test_the_bench_switch_keeps_glibc_defaults():

@@ -10,10 +10,11 @@ time was kernel time. With both thresholds at 1 GiB that memory stays in the hea
 evaluation reuses it: kernel time falls to ~1% and the wall time by about a third
 (bench/predict.py (4) prints both, measured in one run).
 
-The cost is peak memory: freed memory is kept by the process until it exits, so it holds its
-high-water mark, plus the heap's fragmentation (+100-170 MiB on ~600 MiB in that measurement).
-It is still set by the block size, not the volume (bench/predict.py (2)). Allocations above
-1 GiB are still mapped and unmapped: at that size the network's work per byte dwarfs the faults.
+The cost is peak memory: while a block is restored the process keeps its high-water mark plus
+the heap's fragmentation (+100-170 MiB on ~600 MiB on that image, whose one block is the whole
+image). Between blocks `release_between_blocks` hands the free pages back, so it stays set by
+the block size, not the volume (bench/predict.py (2)). Allocations above 1 GiB are still mapped
+and unmapped: at that size the network's work per byte dwarfs the faults.
 
 Other C libraries (musl, macOS, Windows) are left as they are: their allocators differ, and the
 setting is not portable. The bench turns the setting off with FLOWRESTORE_BENCH_GLIBC_DEFAULTS=1
@@ -47,6 +48,17 @@ def retain_freed_memory() -> bool:
     if _applied is None:
         _applied = _apply()
     return _applied
+
+
+def release_between_blocks() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim) where the setting is in effect.
+
+    Called once a block is written: the next block faults its working set in once (against
+    K x NFE times with glibc's defaults), and a block never inherits the previous one's
+    fragmented free memory, so resident memory stays that of one block however many are done.
+    """
+    if _applied:
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _apply() -> bool:

@@ -142,7 +142,7 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     import torch
 
     from ..models.checkpoint import load_model
-    from .allocator import retain_freed_memory
+    from .allocator import release_between_blocks, retain_freed_memory
     from .engine import Restorer
     from ..training.loop import resolve_device
 
@@ -174,6 +174,7 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
         for name, value in outputs.items():
             store[(channels.index(name), *block.core)] = value.cpu().numpy()
         (work / DONE_DIR / str(block.index)).touch()
+        release_between_blocks()
         stats["read_s"] += t1 - t0
         stats["compute_s"] += t2 - t1
         stats["write_s"] += time.perf_counter() - t2
