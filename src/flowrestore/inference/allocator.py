@@ -7,8 +7,8 @@ beyond its trim threshold. The network's activations (8 tiles x 16 channels x 25
 so each evaluation faulted them back in, page by page, zeroed by the kernel: on the demo-sized
 guided model (384^2 image, K = 8, midpoint at 8 NFE, 2 threads; issue 20) 35% of predict's CPU
 time was kernel time. With both thresholds at 1 GiB that memory stays in the heap and the next
-evaluation reuses it: kernel time falls to ~1% and the wall time by about a third
-(bench/predict.py (4) prints both, measured in one run).
+evaluation reuses it: kernel time falls to ~1% of the CPU time and the CPU time by ~0.3x; on
+a quiet machine issue 20 measured 27.3 -> 18.5 s wall (bench/predict.py (4) prints both).
 
 The cost is peak memory: while a block is restored the process keeps its high-water mark plus
 the heap's fragmentation (+100-170 MiB on ~600 MiB on that image, whose one block is the whole
