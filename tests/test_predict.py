@@ -97,6 +97,15 @@ def test_large_prediction_opens_in_napari_with_a_pyramid_and_windows(setup, tmp_
         assert values.min() <= low <= np.percentile(values, 1) < np.percentile(values, 99) <= high <= values.max()
 
 
+def test_the_predict_process_keeps_freed_memory_for_reuse(setup, monkeypatch):
+    # The glibc setting of allocator.py is the package's own doing: nobody has to export variables.
+    from flowrestore.inference import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda: calls.append(1) or True)
+    _run(setup, "allocator", samples=1)
+    assert calls == [1]
+
 def test_result_does_not_depend_on_block_size(setup):
     a = read_prediction(_run(setup, "blocks64", block=[64, 64]))
     b = read_prediction(_run(setup, "blocks128", block=[128, 96]))

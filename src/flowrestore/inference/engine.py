@@ -41,6 +41,10 @@ class Restorer:
         self.memory_format = torch.channels_last if net.config.dims == 2 else torch.channels_last_3d
         self.net = net.to(memory_format=self.memory_format)
         self.evaluations = 0  # network evaluations of one tile, for benchmarks
+        # Reused across solver steps, sample groups and blocks, so that predict allocates per block
+        # what depends on the block and nothing per step (allocator churn: see allocator.py).
+        self._layout_key, self._layout = None, None  # the last tile layout: regions, weight, weight sum
+        self._buffers: dict[str, torch.Tensor] = {}
 
     # -------------------------------------------------------------- network on a batch of tiles
     def _velocity(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,19 +64,47 @@ class Restorer:
         return torch.zeros((len(ks), 1, *size), device=self.device)
 
     # -------------------------------------------------------------- tiles of a block
-    def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, tiles: list[tuple[int, ...]], tile: tuple[int, ...],
-               weight: torch.Tensor) -> torch.Tensor:
-        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape."""
-        acc = torch.zeros_like(x)
-        wsum = torch.zeros(x.shape[2:], device=x.device)
-        regions = [tuple(slice(o, o + t) for o, t in zip(origin, tile)) for origin in tiles]
-        for r in regions:
-            wsum[r] += weight
+    def _buffer(self, name: str, shape: tuple[int, ...], memory_format=torch.contiguous_format) -> torch.Tensor:
+        """An uninitialised float32 buffer kept for the next call with the same shape."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            # Made as torch.stack(...).contiguous(memory_format) would make it: the same strides, so
+            # the network sees the same layout (and gives the same bits) as from a fresh batch.
+            buf = torch.empty(shape, device=self.device).contiguous(memory_format=memory_format)
+            self._buffers[name] = buf
+        return buf
+
+    def _tile_layout(self, shape: tuple[int, ...], tiles: list[tuple[int, ...]], tile: tuple[int, ...],
+                     overlap: tuple[int, ...]):
+        """The tiles' regions, the blending weight and the weights' sum over `shape`: they depend only on
+        the layout, so they are made once per block (not once per solver step and sample group)."""
+        key = (shape, tuple(tiles), tuple(tile), tuple(overlap))
+        if key != self._layout_key:
+            weight = torch.from_numpy(window(tile, overlap)).to(self.device)
+            regions = [tuple(slice(o, o + t) for o, t in zip(origin, tile)) for origin in tiles]
+            wsum = torch.zeros(shape, device=self.device)
+            for r in regions:
+                wsum[r] += weight
+            self._layout_key, self._layout = key, (regions, weight, wsum)
+        return self._layout
+
+    def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, layout) -> torch.Tensor:
+        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape.
+
+        The tile batches and the accumulator are reused from call to call; the returned blend is a
+        new tensor, because a solver may keep one velocity while it asks for the next (Heun)."""
+        regions, weight, wsum = layout
+        acc = self._buffer("acc", tuple(x.shape)).zero_()
         items = [(k, r) for k in range(x.shape[0]) for r in regions]
-        for i in range(0, len(items), self.cfg.batch):
-            chunk = items[i:i + self.cfg.batch]
-            xb = torch.stack([x[k][(slice(None), *r)] for k, r in chunk]).contiguous(memory_format=self.memory_format)
-            yb = torch.stack([y[0][(slice(None), *r)] for _, r in chunk]).contiguous(memory_format=self.memory_format)
+        batch = min(self.cfg.batch, len(items))
+        xs = self._buffer("x_tiles", (batch, x.shape[1], *weight.shape), self.memory_format)
+        ys = self._buffer("y_tiles", (batch, y.shape[1], *weight.shape), self.memory_format)
+        for i in range(0, len(items), batch):
+            chunk = items[i:i + batch]
+            xb, yb = xs[:len(chunk)], ys[:len(chunk)]
+            for j, (k, r) in enumerate(chunk):
+                xb[j].copy_(x[k][(slice(None), *r)])
+                yb[j].copy_(y[0][(slice(None), *r)])
             out = fn(xb, yb)
             for (k, r), o in zip(chunk, out):
                 acc[k][(slice(None), *r)] += o * weight
@@ -92,17 +124,17 @@ class Restorer:
             y = torch.from_numpy(_pad(y.cpu().numpy(), size))
         y = y.to(self.device)[None, None]
         tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
-        weight = torch.from_numpy(window(plan.tile, plan.overlap)).to(self.device)
+        layout = self._tile_layout(size, tiles, plan.tile, plan.overlap)
         core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
         count, mean, m2, kept, prefixes = 0, None, None, [], {}
         for first in range(0, cfg.samples, cfg.group):
             ks = range(first, min(cfg.samples, first + cfg.group))
             x0 = self._start(ks, origin, size, y)
             if cfg.stitching == "tile":
-                x1 = self._blend(self._solve, x0, y, tiles, plan.tile, weight)
+                x1 = self._blend(self._solve, x0, y, layout)
             else:
                 field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
-                                                 x, y, tiles, plan.tile, weight)
+                                                 x, y, layout)
                 x1 = self.method.integrate(field, x0, cfg)
             s = x1.detach()[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])

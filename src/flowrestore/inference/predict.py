@@ -191,9 +191,11 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
     import torch
 
     from ..models.checkpoint import load_model
+    from .allocator import release_between_blocks, retain_freed_memory
     from .engine import Restorer
     from ..devices import resolve_device
 
+    retain_freed_memory()  # the network's activations stay in the heap between evaluations (allocator.py)
     dev = resolve_device(device)
     method, net, _ = load_model(checkpoint, dev)
     runtime = {k: v for k, v in (("batch", batch), ("group", group)) if v is not None}
@@ -228,6 +230,7 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
         (work / DONE_DIR / str(block.index)).touch()
         if not show_bar:  # a log file or a pipe gets one line per block instead of a bar
             log.info("%s shard %d/%d: block %d of %d restored", Path(output).name, shard + 1, shards, done, len(mine))
+        release_between_blocks()
         stats["read_s"] += t1 - t0
         stats["compute_s"] += t2 - t1
         stats["write_s"] += time.perf_counter() - t2

@@ -56,19 +56,28 @@ def evaluations(solver: str, nfe: int) -> int:
     return {"euler": steps, "heun": 2 * steps - 1, "midpoint": 2 * steps}[solver]
 
 
+def _axpy(x: torch.Tensor, a: float, v: torch.Tensor) -> torch.Tensor:
+    """x + a * v, rounded exactly as that expression is (a * v, then the sum), with one temporary
+    instead of two: the sum is taken in place in a * v (IEEE addition commutes, so the bits agree)."""
+    out = torch.mul(v, a)
+    if out.dtype != x.dtype or out.shape != x.shape:  # promotion or broadcasting: the plain expression
+        return x + out
+    return out.add_(x)
+
+
 def step(solver: str, field: Field, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+    """One step from t0 to t1; never writes into x or into what `field` returns."""
     h = t1 - t0
     t = torch.full((x.shape[0],), t0, device=x.device, dtype=x.dtype)
     v0 = field(t, x)
     if solver == "euler" or (solver == "heun" and t1 >= 1.0):
-        return x + h * v0
+        return _axpy(x, h, v0)
     if solver == "midpoint":
         # Explicit midpoint (RK2): second order, and never evaluates at t = 1 (see the module docstring).
-        return x + h * field(torch.full_like(t, t0 + 0.5 * h), x + 0.5 * h * v0)
+        return _axpy(x, h, field(torch.full_like(t, t0 + 0.5 * h), _axpy(x, 0.5 * h, v0)))
     # Heun (trapezoidal predictor-corrector): second order for one extra evaluation.
-    x_pred = x + h * v0
-    v1 = field(torch.full_like(t, t1), x_pred)
-    return x + 0.5 * h * (v0 + v1)
+    v1 = field(torch.full_like(t, t1), _axpy(x, h, v0))
+    return _axpy(x, 0.5 * h, v0 + v1)
 
 
 def integrate(solver: str, field: Field, x0: torch.Tensor, nfe: int, power: float | None = None) -> torch.Tensor:
