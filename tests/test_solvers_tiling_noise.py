@@ -7,7 +7,8 @@ import torch
 
 from flowrestore.inference import solvers
 from flowrestore.inference.keyed_noise import gaussian
-from flowrestore.inference.tiling import make_plan, tile_starts, window
+from flowrestore.data.io import default_chunks
+from flowrestore.inference.tiling import make_plan, sizes, tile_starts, window
 
 
 @pytest.mark.parametrize("nfe", [8, 16])
@@ -92,6 +93,30 @@ def test_block_cores_partition_the_volume_and_tiles_cover_them():
         assert cover[block.core].all()
     assert (count == 1).all()
     assert all(b % c == 0 for b, c in zip(plan.block, (16, 20)))
+
+
+@pytest.mark.parametrize("shape", [(200, 512, 512), (64, 1024, 1024), (512, 512)])
+def test_default_tiles_fit_their_blocks_and_cost_the_overlap_plus_block_edges(shape):
+    # The case: with a tile larger than the block, every block computed the same whole-depth
+    # tiles again (16 tile evaluations per voxel for 200x512x512).
+    ndim = len(shape)
+    tile, overlap, block = sizes({"tile": None, "overlap": None, "block": None}, ndim, 4)
+    chunks = tuple(min(c, b) for c, b in zip(default_chunks(shape), block))
+    plan = make_plan(shape, tile, overlap, block, chunks, 4)
+    assert all(t <= b for t, b in zip(plan.tile, plan.block))
+    # Counted from the plan, not from the tiling code's own formulas: network work per voxel.
+    per_voxel = sum(len(b.tiles) for b in plan.blocks()) * math.prod(plan.tile) / math.prod(shape)
+    # The bound, from the geometry: a lattice of tiles T overlapping by at least O needs
+    # n = ceil((L - O) / (T - O)) tiles per axis, so the overlap share is prod(n T / L) - 1. A block
+    # computes every tile that touches its core, so a tile astride one of the ceil(L / B) - 1 inner
+    # block edges is computed twice; tiles start at least T - O >= T / 2 apart, so at most 2 tiles
+    # straddle an edge: the margin is prod((n + 2 k) T / L) - prod(n T / L).
+    n = [math.ceil((L - O) / (T - O)) if L > T else 1 for L, T, O in zip(shape, plan.tile, plan.overlap)]
+    k = [math.ceil(L / B) - 1 for L, B in zip(shape, plan.block)]
+    lattice = math.prod(m * T / L for m, T, L in zip(n, plan.tile, shape))
+    bound = math.prod((m + 2 * e) * T / max(L, T) for m, e, T, L in zip(n, k, plan.tile, shape))
+    assert per_voxel <= bound + 1e-9, (per_voxel, lattice, bound)
+    assert per_voxel >= lattice - 1e-9  # every voxel is computed at least by the lattice
 
 
 def test_window_is_positive_and_flat_inside():

@@ -173,7 +173,8 @@ def check_sizes(config: dict, models: dict, files=(), command_line_files=()) -> 
 
     predict = config.get("predict", {})
     for name, model in models.items():
-        levels = len(model["net"]["multipliers"])
+        # a model's net section holds what its config sets (Snakemake fills no defaults behind a $ref)
+        levels = len(model["net"].get("multipliers", defaults("$defs.net")["multipliers"]))
         factor = 2 ** (levels - 1)
         found = size_problem(predict.get("tile"), predict.get("overlap", 0), factor)
         patch = model["train"]["patch_size"]

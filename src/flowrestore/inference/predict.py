@@ -31,7 +31,7 @@ from ..data.normalize import Normalization, measure
 from ..config import defaults, settings as config_settings
 from ..data.ome_zarr import channel_windows, finish_image
 from .sampling import SamplingConfig
-from .tiling import make_plan, size_problem
+from .tiling import make_plan, size_problem, sizes
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ DONE_DIR = "blocks-done"
 def partial_path(output: str | os.PathLike) -> Path:
     output = Path(output)
     return output.with_name(f".{output.name}.partial")
-
-
-def _per_axis(value, ndim: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),) * ndim
-
-
-def default_block(ndim: int) -> tuple[int, ...]:
-    return (1024, 1024) if ndim == 2 else (64, 256, 256)
 
 
 def _file_digest(path: str | os.PathLike) -> str:
@@ -98,11 +90,6 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     if identity["net"]["dims"] != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
                          f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
-    for name in ("tile", "overlap", "block"):
-        value = checked[name]
-        if isinstance(value, (list, tuple)) and len(value) != ndim:
-            raise InputError(image_path, f"has {ndim} axes ({image.axes}) but predict.{name} gives {len(value)} "
-                             f"values ({list(value)})", "give one value, or one per axis")
     grid = tuple(identity.get("grid_factor") or (1,) * ndim)
     shape = tuple(n * f for n, f in zip(image.shape, grid))
     net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)
@@ -110,7 +97,11 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     found = size_problem(checked["tile"], checked["overlap"], max(factor))
     if found is not None:  # refused before any store is made
         raise InputError(None, f"{found[0]} {found[1]} of model {identity['name']}", found[2])
-    block = _per_axis(checked["block"] or default_block(ndim), ndim)
+    try:
+        tile, overlap, block = sizes(checked, ndim, factor)
+    except ValueError as error:
+        problem, fix = error.args
+        raise InputError(image_path, f"has {ndim} axes ({image.axes}) but {problem}", fix) from None
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(shape), block))
     keep = min(sampling.keep_samples, sampling.samples) if stochastic else 0
@@ -119,9 +110,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "input": os.path.abspath(image_path), "input_shape": list(image.shape), "grid_factor": list(grid),
         "shape": list(shape), "axes": image.axes,
         "pixel_size": [p / f for p, f in zip(image.pixel_size, grid)], "normalization": asdict(normalization),
-        "tile": list(_per_axis(checked["tile"], ndim)),
-        "overlap": list(_per_axis(checked["overlap"], ndim)),
-        "block": list(block),
+        "tile": list(tile), "overlap": list(overlap), "block": list(block),
         "chunks": list(chunks), "factor": factor,
         "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
         "channels": channel_names(stochastic, sampling),

@@ -66,7 +66,11 @@ def size_problem(tile, overlap, factor: int) -> tuple[str, str, str] | None:
     connections no longer line up); an overlap above half the tile would leave tiles that add
     nothing. The tile shrunk to a small volume is always rounded up to a multiple (make_plan).
     """
+    if tile is None:  # the default tile suits every factor; its overlap is checked by `sizes`
+        return None
     tiles = list(tile) if isinstance(tile, (list, tuple)) else [tile]
+    if overlap is None:  # the default overlap is checked against the tile by `sizes`
+        overlap = 0
     overlaps = list(overlap) if isinstance(overlap, (list, tuple)) else [overlap]
     if len(tiles) > 1 and len(overlaps) > 1 and len(tiles) != len(overlaps):
         return "predict.overlap", f"has {len(overlaps)} values but predict.tile has {len(tiles)}", "give one per axis"
@@ -81,6 +85,41 @@ def size_problem(tile, overlap, factor: int) -> tuple[str, str, str] | None:
             return ("predict.overlap", f"{overlap} is more than half the tile {tile}",
                     f"use at most {t // 2}, or a larger predict.tile")
     return None
+
+
+def sizes(settings: dict, ndim: int, factor=1) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(tile, overlap, block), one value per axis, from the `predict` settings of a `ndim`-D image.
+
+    The one place a null `tile`, `overlap` or `block` becomes a size: the schema's `by_dims` value for
+    the image's dimensionality (a default tile rounded up to a multiple of `factor`, one value or one
+    per axis, so it always suits the network). A setting with the wrong number of axes, or a
+    default tile that a given overlap does not fit, raises ValueError(problem, fix) naming the setting.
+    """
+    from ..config import section_schema
+
+    factors = tuple(factor) if isinstance(factor, (list, tuple)) else (factor,) * ndim
+    out = {}
+    for name in ("tile", "overlap", "block"):
+        value = settings.get(name)
+        if value is None:
+            value = section_schema("predict")["properties"][name]["by_dims"][str(ndim)]
+            if name == "tile":
+                value = [-(-t // f) * f for t, f in zip(_axes(value, ndim), factors)]
+        value = _axes(value, ndim)
+        if len(value) != ndim:
+            raise ValueError(f"predict.{name} gives {len(value)} values ({list(value)}) for a {ndim}-D image",
+                             "give one value, or one per axis (null: the default for the image's dimensionality)")
+        out[name] = value
+    if any(2 * o > t for o, t in zip(out["overlap"], out["tile"])):  # given values are checked by size_problem
+        tile, overlap = (list(out[n]) if settings.get(n) is None else settings[n] for n in ("tile", "overlap"))
+        raise ValueError(f"predict.overlap {overlap} is more than half the tile {tile} (null: the default "
+                         f"for {ndim}-D images)", "give predict.tile and predict.overlap together, the overlap at most "
+                         "half the tile")
+    return out["tile"], out["overlap"], out["block"]
+
+
+def _axes(value, ndim: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * ndim
 
 
 def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...], block: tuple[int, ...],
