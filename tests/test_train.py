@@ -125,3 +125,51 @@ def test_learning_rate_schedule():
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100) == pytest.approx(0.5, abs=0.02)
     assert lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_budget_steps_spends_the_rest_of_the_budget_at_the_probed_rate():
+    # 20 steps took 6 s: 0.3 s a step; 54 s of a 1-minute budget remain, 180 more steps
+    assert train_module.budget_steps(1.0, 20, 6.0, 20, 10_000) == 200
+    assert train_module.budget_steps(1.0, 20, 6.0, 20, 150) == 150  # train.steps caps it
+    assert train_module.budget_steps(0.05, 20, 6.0, 20, 10_000) == 20  # the probe overran the budget
+
+
+def _fake_clock(monkeypatch, seconds_per_call):
+    calls = {"n": 0}
+
+    def clock():
+        calls["n"] += 1
+        return seconds_per_call * (calls["n"] - 1)
+
+    monkeypatch.setattr(train_module, "_clock", clock)
+
+
+def test_minutes_budget_trains_the_steps_it_allows_and_resumes_exactly(tmp_path, data, monkeypatch):
+    # The probe of 2 steps (inside the warm-up, so its learning rates do not depend on the total) takes
+    # 10 s on the fake clock: 5 s a step, 20 s left of 0.5 minutes, 4 more steps: 6 steps in all, which
+    # must give the weights of train.steps = 6 bit for bit, straight or interrupted and resumed.
+    budget = FAST | {"steps": 100, "minutes": 0.5, "probe_steps": 2}
+    train_model("m", "regression", TINY_NET, FAST, data[:2], data[2:], tmp_path / "steps")
+    _fake_clock(monkeypatch, 10.0)
+    train_model("m", "regression", TINY_NET, budget, data[:2], data[2:], tmp_path / "minutes")
+    assert load_checkpoint(tmp_path / "minutes" / "checkpoint.pt")["step"] == 6
+    assert pd.read_csv(tmp_path / "minutes" / "metrics.tsv", sep="\t")["step"].tolist() == [3, 6]
+
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
+
+    def crash_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real_clip(*args, **kwargs)
+
+    _fake_clock(monkeypatch, 10.0)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("m", "regression", TINY_NET, budget, data[:2], data[2:], tmp_path / "resumed")
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    _fake_clock(monkeypatch, 1000.0)  # a slower machine on resume: the recorded total holds
+    train_model("m", "regression", TINY_NET, budget, data[:2], data[2:], tmp_path / "resumed")
+    for run in ("minutes", "resumed"):
+        a, b = _weights(tmp_path / "steps" / "checkpoint.pt"), _weights(tmp_path / run / "checkpoint.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), run

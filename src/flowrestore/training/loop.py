@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_DEFAULTS = defaults("train")  # the schema's, the one place defaults are set
 RUNTIME = ("workers", "device", "compile", "val_every", "checkpoint_every", "val_batches")  # cannot change the weights
+_clock = time.perf_counter  # the budget's clock (a test gives its own)
 
 
 class TrainingDiverged(InputError):
@@ -44,6 +45,17 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def budget_steps(minutes: float, done: int, elapsed: float, probed: int, cap: int) -> int:
+    """Total steps that fit `minutes` of training, from `probed` steps that took `elapsed` seconds.
+
+    `done` steps are behind us (the probe's end); the rest of the budget is spent at the probe's
+    seconds per step. At least `done`, at most `cap` (train.steps).
+    """
+    per_step = elapsed / probed
+    remaining = max(0.0, 60.0 * minutes - elapsed)
+    return int(min(cap, max(done, done + math.floor(remaining / per_step))))
 
 
 def data_fingerprint(acquisitions: list[Acquisition]) -> str:
@@ -61,6 +73,8 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     step: int
     metrics: list[dict]
+    total: int  # steps of the run: train.steps, or what train.minutes allows once the probe has run
+    budgeted: bool = False  # train.minutes has been turned into `total`
 
 
 def _patch_shape(patch_size, dims: int) -> tuple[int, ...]:
@@ -128,12 +142,14 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     net = UNet(netcfg).to(device)
     ema = copy.deepcopy(net).requires_grad_(False)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg["warmup"], cfg["steps"]))
     fingerprint = data_fingerprint(train_acquisitions)
     identity = {"name": name, **method.identity(), "grid_factor": list(method.grid_factor(dims)),
                 "net": netcfg.to_dict(), "train": {k: v for k, v in cfg.items() if k not in RUNTIME},
                 "data": fingerprint}
-    state = TrainState(net, ema, optimizer, scheduler, 0, [])
+    state = TrainState(net, ema, optimizer, None, 0, [], cfg["steps"], cfg["minutes"] is None)
+    # The schedule reads state.total, which train.minutes fixes after the probe (warm-up covers the probe
+    # at the defaults, so the probe's learning rates do not depend on the total it decides).
+    scheduler = state.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg["warmup"], state.total))
     resume = work / "last.pt"
     if resume.exists():
         ckpt = load_checkpoint(resume)
@@ -144,12 +160,14 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             state.step, state.metrics = ckpt["step"], ckpt["metrics"]
+            state.total, state.budgeted = ckpt.get("total", cfg["steps"]), ckpt.get("budgeted", state.budgeted)
             log.info("resuming %s from step %d", name, state.step)
         else:
             log.info("config or data changed since %s was written: starting afresh", resume)
 
-    log.info("%s: %s, %d parameters, patches %s, batch %d, %d steps on %s", name, method_name,
-             count_parameters(net), patch, cfg["batch_size"], cfg["steps"], device)
+    log.info("%s: %s, %d parameters, patches %s, batch %d, %s on %s", name, method_name,
+             count_parameters(net), patch, cfg["batch_size"], f"{state.total} steps" if state.budgeted
+             else f"{cfg['minutes']} minutes (at most {cfg['steps']} steps)", device)
     batches = PatchBatches(train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"], foreground=cfg["foreground"],
                            targets_only=targets_only)
     val_batches = PatchBatches(val_acquisitions or train_acquisitions, patch, cfg["batch_size"], seed=cfg["seed"] + 1,
@@ -165,18 +183,22 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     def save(path: Path, final: bool = False) -> None:
         save_checkpoint(path, {
             "identity": identity, "step": state.step, "metrics": state.metrics,
+            "total": state.total, "budgeted": state.budgeted,
             "weights": net.state_dict(), "ema": ema.state_dict(), "method_state": method.state_dict(),
             **({} if final else {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}),
         })
 
     step_fn = make_step(method, model, net, optimizer, scheduler, cfg["grad_clip"], amp)
     running, t_last = [], time.perf_counter()
-    bar = tqdm(total=cfg["steps"], initial=state.step, desc=name, disable=not (progress if progress is not None
-                                                                               else os.isatty(2)))
+    probe_start, probe_clock = state.step, _clock()
+    bar = tqdm(total=state.total, initial=state.step, desc=name, disable=not (progress if progress is not None
+                                                                              else os.isatty(2)))
     net.train()
     for y, x1 in loader:
+        if state.step >= state.total:  # train.minutes ended the run before train.steps
+            break
         y, x1 = y.to(device, non_blocking=True), x1.to(device, non_blocking=True)
-        method.schedule(state.step, cfg["steps"])
+        method.schedule(state.step, state.total)
         loss = step_fn(y, x1, _step_generator(cfg["seed"], state.step, device))
         if loss is None:
             kept = f"this file keeps the last good state (step {saved})" if saved else "no checkpoint was written yet"
@@ -187,9 +209,14 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         _update_ema(ema, net, cfg["ema"], state.step)
         running.append(loss)
         bar.update(1)
-        last = state.step == cfg["steps"]
+        if not state.budgeted and state.step - probe_start == cfg["probe_steps"]:
+            state.total = budget_steps(cfg["minutes"], state.step, _clock() - probe_clock, cfg["probe_steps"], cfg["steps"])
+            state.budgeted = True
+            bar.total = state.total
+            log.info("%s: %g minutes allow %d steps", name, cfg["minutes"], state.total)
+        last = state.step == state.total
         if state.step % cfg["val_every"] == 0 or last:
-            method.schedule(cfg["steps"], cfg["steps"])  # validation at the final curriculum: comparable over steps
+            method.schedule(state.total, state.total)  # validation at the final curriculum: comparable over steps
             row = {"step": state.step, "loss": float(np.mean(running)), "lr": scheduler.get_last_lr()[0],
                    "val_loss": validation_loss(method, ema, val_batches, cfg["val_batches"], device, cfg["seed"]),
                    "seconds": time.perf_counter() - t_last}
