@@ -399,7 +399,7 @@ def test_explicit_split_column_honoured(demo):
 def test_pairs_from_folder_and_sheet_agree(demo):
     folder, _ = demo
     from_folder = pairs_from_folder(folder, WF, CF)
-    sheet = write_sheet(folder / "samples.tsv", [(a, os.path.basename(i), os.path.basename(t)) for a, i, t, _ in from_folder])
+    sheet = write_sheet(folder / "samples.tsv", [(a, os.path.basename(i), os.path.basename(t)) for a, i, t, *_ in from_folder])
     assert pairs_from_sheet(sheet) == from_folder
     assert [a for a, *_ in from_folder] == ["demo000", "demo001"]
 
@@ -478,3 +478,114 @@ def test_acquisitions_with_different_pixel_sizes_reported(tmp_path, caplog):
     assert rows["a0"]["note"] == rows["a1"]["note"] == ""
     assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [rows["a2"]["note"]]
     assert {r["pair_id"]: r["note"] for r in read_rows(tmp_path / "results" / "pairs.tsv")}["a2"] == rows["a2"]["note"]
+
+
+# ---------------------------------------------------------------------------- references alone, truth (issue 22)
+
+REF, TRUTH = "{acquisition}_reference.tif", "{acquisition}_truth.tif"
+
+
+@pytest.fixture
+def denoise(tmp_path):
+    """Four simulated denoising acquisitions (input, reference, truth), and an empty output folder."""
+    from flowrestore.data.denoise_demo import write
+
+    folder = tmp_path / "data"
+    write(folder, 4, SHAPE, {"input": "_input.tif", "target": "_reference.tif", "truth": "_truth.tif"})
+    out = tmp_path / "results"
+    out.mkdir()
+    return folder, out
+
+
+def test_references_alone(denoise):
+    """No input pattern: every reference is an acquisition without input; its row's input percentiles are the
+    reference's (a restoration of it reads the reference)."""
+    folder, out = denoise
+    for path in folder.glob("*_input.tif"):
+        os.remove(path)
+    rows = run(data_config(folder, input_pattern="", target_pattern=REF), out)
+    assert sorted(r["pair_id"] for r in rows) == [f"demo00{i}" for i in range(4)]
+    for row in rows:
+        assert row["input"] == "" and row["truth"] == "" and row["target"].endswith("_reference.tif")
+        low, high = np.percentile(tifffile.imread(row["target"]).astype(np.float64), [0.1, 99.9])
+        assert (float(row["input_low"]), float(row["input_high"])) == pytest.approx((low, high))
+        assert float(row["input_low"]) == float(row["target_low"])
+
+
+def test_references_with_inputs_still_need_partners(denoise):
+    """With an input pattern, a reference without its input is still a missing partner (a misnamed file)."""
+    folder, out = denoise
+    os.remove(folder / "demo002_input.tif")
+    message = fails(run, data_config(folder, input_pattern="{acquisition}_input.tif", target_pattern=REF), out,
+                    path=folder / "demo002_reference.tif")
+    assert "no input partner" in message
+
+
+def test_truth_role_from_pattern(denoise):
+    folder, out = denoise
+    rows = run(data_config(folder, input_pattern="{acquisition}_input.tif", target_pattern=REF, truth_pattern=TRUTH), out)
+    for row in rows:
+        assert row["truth"] == str(folder / f"{row['pair_id']}_truth.tif")
+        assert row["input"] == str(folder / f"{row['pair_id']}_input.tif")
+
+
+def test_truth_is_optional_per_acquisition_but_not_alone(denoise):
+    folder, out = denoise
+    data = data_config(folder, input_pattern="{acquisition}_input.tif", target_pattern=REF, truth_pattern=TRUTH)
+    os.remove(folder / "demo001_truth.tif")
+    assert [bool(p.truth) for p in plan_pairs(data)] == [True, False, True, True]
+    os.remove(folder / "demo003_reference.tif")
+    os.remove(folder / "demo003_input.tif")
+    message = fails(plan_pairs, data, path=folder / "demo003_truth.tif")
+    assert "truth without its target" in message
+
+
+def test_truth_checked_like_the_other_roles(denoise):
+    folder, out = denoise
+    data = data_config(folder, input_pattern="{acquisition}_input.tif", target_pattern=REF, truth_pattern=TRUTH)
+    tifffile.imwrite(folder / "demo002_truth.tif", np.zeros((64, 60), np.float32))
+    assert "(64, 60)" in fails(run, data, out, path=folder / "demo002_truth.tif")
+    truth = tifffile.imread(folder / "demo001_truth.tif")
+    tifffile.imwrite(folder / "demo002_truth.tif", np.roll(truth, 12, axis=1))
+    message = fails(run, data, out, path=folder / "demo002_reference.tif")
+    assert "shifted" in message and "truth" in message
+
+
+def test_sheet_with_truth_quality_and_references_alone(denoise):
+    """Sheet columns truth and quality are optional; an empty input cell is a reference without an input."""
+    folder, out = denoise
+    sheet = write_sheet(folder / "samples.tsv", [
+        ("demo000", "", "demo000_reference.tif", "train", "", ""),
+        ("demo001", "", "demo001_reference.tif", "val", "", ""),
+        ("demo003", "demo003_input.tif", "demo003_reference.tif", "test", "demo003_truth.tif", "25 photons")],
+        header=("acquisition", "input", "target", "split", "truth", "quality"))
+    rows = {r["pair_id"]: r for r in run({"samples": str(sheet)}, out, require_splits=pairing.SPLITS)}
+    assert rows["demo000"]["input"] == "" and rows["demo000"]["quality"] == ""
+    assert rows["demo003"]["quality"] == "25 photons"
+    assert rows["demo003"]["truth"] == str(folder / "demo003_truth.tif")
+    assert read_rows(out / "pairs.tsv")[-1]["quality"] == "25 photons"
+
+
+def test_denoise_demo_rows_match_its_files(tmp_path):
+    """The demo's rows, known before the files exist, name exactly what it writes; its truth is the input's
+    expected value (the input's mean over the image agrees with it within its Poisson-Gaussian noise)."""
+    from flowrestore.data import denoise_demo
+    from flowrestore.data.demo import demo_rows, make_demo
+
+    demo = {"kind": "denoise", "acquisitions": 8, "shape": [64, 64], "seed": 0}
+    data = {"folder": str(tmp_path), "input_pattern": "{acquisition}_input.tif", "target_pattern": REF,
+            "truth_pattern": TRUTH}
+    rows = demo_rows(demo, data)
+    make_demo(demo, data)
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for r in rows for p in (r[1], r[2], r[4]))
+    assert [r[3] for r in rows] == ["train", "val", "train", "test", "train", "train", "train", "test"]
+    assert [r[5] for r in rows if r[3] == "test"] == ["25 photons", "50 photons"]
+    cam = denoise_demo.CAMERA
+    for acq, inp, tgt, split, truth, quality in rows:
+        x, t = tifffile.imread(inp).astype(np.float64), tifffile.imread(truth).astype(np.float64)
+        # Var[y] = gain * (E[y] - offset) + read_noise^2 (+ 1/12 for the rounding to integer ADU)
+        var = cam.gain * (t - cam.offset) + cam.read_noise**2 + 1 / 12
+        z = ((x - t) ** 2 / var).mean()
+        assert abs(z - 1) < 5 * np.sqrt(2 / x.size), (acq, z)
+    plan = plan_pairs(data, rows)
+    assert [p.split for p in plan] == [r[3] for r in rows] and plan[3].quality == "25 photons"

@@ -37,8 +37,10 @@ from .normalize import percentiles, subsample
 
 SPLITS = ("train", "val", "test")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-COLUMNS = ["pair_id", "split", "input", "target", "axes", "shape", "dtype", "pixel_size",
+COLUMNS = ["pair_id", "split", "input", "target", "truth", "quality", "axes", "shape", "dtype", "pixel_size",
            "input_low", "input_high", "target_low", "target_high", "note"]
+# `input`: empty for a reference without an input (its restoration reads the reference; `input_low`/`input_high`
+# are then the reference's). `truth`: empty without a noiseless image. `quality`: a label, may be empty.
 # `pixel_size` column: µm per axis, comma-separated; UNKNOWN where the size is not known.
 UNKNOWN = "unknown"
 # Relative difference between pixel sizes reported as a mismatch (1%: beyond rounding in exports).
@@ -50,10 +52,26 @@ REGISTRATION_CROP = 512
 
 @dataclass(frozen=True)
 class Pair:
+    """One acquisition: its roles' files and its split.
+
+    `input`: the degraded image to restore, or None for a reference without one (data of noisy references
+    only: a method that trains on the target role alone learns from it, and restores the reference itself).
+    `target`: the high-quality partner, or a reference of whatever quality. `truth`: a noiseless image in the
+    units of the image restored (the input, else the reference), read only to score restorations.
+    `quality`: a label of the input's quality (e.g. its photon count); scores are also given per label.
+    """
+
     acquisition: str
-    input: str
+    input: str | None
     target: str
     split: str
+    truth: str | None = None
+    quality: str = ""
+
+    @property
+    def restored(self) -> str:
+        """The image a restoration starts from: the input, or the reference where there is none."""
+        return self.input or self.target
 
 
 def assign_split(acquisition: str, val: float, test: float, seed: int = 0) -> str:
@@ -89,25 +107,39 @@ def match_files(folder: str | os.PathLike, pattern: str) -> dict[str, str]:
     return found
 
 
-def pairs_from_folder(folder, input_pattern: str, target_pattern: str,
-                      settings_file: str = "your config file") -> list[tuple[str, str, str, str | None]]:
+def pairs_from_folder(folder, input_pattern: str, target_pattern: str, settings_file: str = "your config file",
+                      truth_pattern: str = "") -> list[tuple]:
+    """(acquisition, input, target, split, truth, quality) rows of the files in `folder` (split None, quality "").
+
+    An empty `input_pattern` means references only (input None); an empty `truth_pattern`, no truth. A truth
+    is optional per acquisition, but one without its target is refused (a misnamed file, most likely).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "input folder does not exist", f"set data.folder in {settings_file} to your acquisitions (a relative "
                          "path is read from the folder of the config file that sets it)")
-    inputs, targets = match_files(folder, input_pattern), match_files(folder, target_pattern)
+    inputs = match_files(folder, input_pattern) if input_pattern else None
+    targets = match_files(folder, target_pattern)
+    truths = match_files(folder, truth_pattern) if truth_pattern else {}
     if not inputs and not targets:
-        raise InputError(folder, f"no file matches {input_pattern!r} or {target_pattern!r}",
+        raise InputError(folder, f"no file matches {input_pattern or target_pattern!r}"
+                         + (f" or {target_pattern!r}" if input_pattern else ""),
                          "put acquisitions in this folder or fix data.input_pattern/data.target_pattern")
-    for acq, path in inputs.items():
+    for acq, path in (inputs or {}).items():
         if acq not in targets:
             raise InputError(path, f"has no target partner (expected {target_pattern.replace('{acquisition}', acq)})",
                              "add the target acquisition or move the input out of the folder")
     for acq, path in targets.items():
-        if acq not in inputs:
+        if inputs is not None and acq not in inputs:
             raise InputError(path, f"has no input partner (expected {input_pattern.replace('{acquisition}', acq)})",
-                             "add the input acquisition or move the target out of the folder")
-    return [(acq, inputs[acq], targets[acq], None) for acq in sorted(inputs)]
+                             "add the input acquisition or move the target out of the folder (or set "
+                             "data.input_pattern to '' if your data are references only)")
+    for acq, path in truths.items():
+        if acq not in targets:
+            raise InputError(path, f"is a truth without its target (expected {target_pattern.replace('{acquisition}', acq)})",
+                             "add the target acquisition or move the truth out of the folder")
+    return [(acq, inputs[acq] if inputs is not None else None, targets[acq], None, truths.get(acq), "")
+            for acq in sorted(targets)]
 
 
 def _inside(path: str, root: Path, sheet: Path) -> str:
@@ -118,8 +150,10 @@ def _inside(path: str, root: Path, sheet: Path) -> str:
     return str(resolved)
 
 
-def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None]]:
-    """Rows of a TSV with columns acquisition, input, target and optional split."""
+def pairs_from_sheet(sheet, folder=None) -> list[tuple]:
+    """(acquisition, input, target, split, truth, quality) rows of a TSV with columns acquisition and target,
+    and optional input (empty: a reference without an input), split, truth (a noiseless image, for scoring
+    only) and quality (a label of the input's quality)."""
     sheet = Path(sheet)
     root = Path(os.path.normpath(Path(folder).absolute() if folder else sheet.parent.absolute()))
     try:
@@ -127,7 +161,7 @@ def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None
             rows = list(csv.DictReader(fh, delimiter="\t"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(sheet, f"cannot be read ({exc})", "give a tab-separated text file") from exc
-    missing = {"acquisition", "input", "target"} - set(rows[0] if rows else {})
+    missing = {"acquisition", "target"} - set(rows[0] if rows else {})
     if missing or not rows:
         raise InputError(sheet, f"needs columns acquisition, input, target (missing: {sorted(missing) or 'all rows'})",
                          "write a tab-separated header 'acquisition<TAB>input<TAB>target[<TAB>split]' and one row per pair")
@@ -137,25 +171,30 @@ def pairs_from_sheet(sheet, folder=None) -> list[tuple[str, str, str, str | None
         if split is not None and split not in SPLITS:
             raise InputError(sheet, f"line {i}: split {split!r} is not one of {SPLITS}", "use train, val or test")
         # A short row gives None for its missing cells; an empty path would name the folder itself.
-        acq, inp, tgt = ((row.get(k) or "").strip() for k in ("acquisition", "input", "target"))
-        empty = [k for k, v in (("acquisition", acq), ("input", inp), ("target", tgt)) if not v]
+        acq, inp, tgt, truth, quality = ((row.get(k) or "").strip() for k in ("acquisition", "input", "target", "truth",
+                                                                             "quality"))
+        empty = [k for k, v in (("acquisition", acq), ("target", tgt)) if not v]
         if empty:
             raise InputError(sheet, f"line {i}: empty {', '.join(empty)}",
-                             "fill in acquisition, input and target on every row (tab-separated)")
-        files = [_inside(inp, root, sheet), _inside(tgt, root, sheet)]
-        for listed, path in zip((inp, tgt), files):
-            if not os.path.exists(path):
+                             "fill in acquisition, input and target on every row (tab-separated; an empty input cell "
+                             "marks a reference without an input)")
+        files = {}
+        for role, listed in (("input", inp), ("target", tgt), ("truth", truth)):
+            if not listed:
+                continue
+            files[role] = _inside(listed, root, sheet)
+            if not os.path.exists(files[role]):
                 raise InputError(sheet, f"line {i}: {listed!r} does not exist (looked in {root})",
                                  "fix the path (relative to the data folder) or add the file")
-        out.append((acq, *files, split))
+        out.append((acq, files.get("input"), files["target"], split, files.get("truth"), quality))
     return out
 
 
-def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = None,
-               settings_file: str = "your config file") -> list[Pair]:
+def plan_pairs(data: dict, raw: list[tuple] | None = None, settings_file: str = "your config file") -> list[Pair]:
     """Pairs and splits from names alone, validated; `data` is the config's `data` section.
 
-    `raw` gives (acquisition, input, target, split) rows for files that do not exist yet (the demo).
+    `raw` gives (acquisition, input, target, split[, truth[, quality]]) rows for files that do not exist yet
+    (the demo); input and truth may be None.
     """
     source = data.get("folder", "")
     if raw is not None:
@@ -164,26 +203,28 @@ def plan_pairs(data: dict, raw: list[tuple[str, str, str, str | None]] | None = 
         raw = pairs_from_sheet(data["samples"], data.get("folder") or None)
         source = data["samples"]
     else:
-        raw = pairs_from_folder(data["folder"], data["input_pattern"], data["target_pattern"], settings_file)
+        raw = pairs_from_folder(data["folder"], data["input_pattern"], data["target_pattern"], settings_file,
+                                data.get("truth_pattern", ""))
         source = data["folder"]
     split_cfg = data.get("split", {})
     val, test, seed = split_cfg.get("val", 0.15), split_cfg.get("test", 0.25), split_cfg.get("seed", 0)
     seen_ids: dict[str, str] = {}
     seen_files: dict[str, str] = {}
     pairs = []
-    for acq, inp, tgt, split in raw:
+    for acq, inp, tgt, split, *extra in raw:
+        truth, quality = (list(extra) + [None, ""])[:2]
         if not ID_PATTERN.fullmatch(acq):
-            raise InputError(inp, f"acquisition name {acq!r} has characters that are unsafe in file names",
+            raise InputError(inp or tgt, f"acquisition name {acq!r} has characters that are unsafe in file names",
                              "rename it using letters, digits, '.', '_' and '-' only")
         if acq in seen_ids:
             raise InputError(source, f"acquisition {acq!r} is listed twice", "give every acquisition a unique name")
-        seen_ids[acq] = inp
-        for f in (inp, tgt):
+        seen_ids[acq] = tgt
+        for f in (f for f in (inp, tgt, truth) if f):
             key = os.path.normpath(os.path.abspath(f))
             if key in seen_files:
                 raise InputError(f, f"is used by two pairs ({seen_files[key]} and {acq})", "use each file in one pair only")
             seen_files[key] = acq
-        pairs.append(Pair(acq, inp, tgt, split or assign_split(acq, val, test, seed)))
+        pairs.append(Pair(acq, inp, tgt, split or assign_split(acq, val, test, seed), truth, quality or ""))
     _check_dimensions(pairs)
     return pairs
 
@@ -198,13 +239,13 @@ def _check_dimensions(pairs: list[Pair]) -> None:
     """
     ndim: dict[str, tuple[int, str]] = {}
     for pair in pairs:
-        if not os.path.exists(pair.input):
+        if not os.path.exists(pair.restored):
             continue
         try:
-            image = open_image(pair.input, check_chunks=False)
+            image = open_image(pair.restored, check_chunks=False)
         except InputError:
             continue
-        ndim[pair.input] = (len(image.axes), "x".join(map(str, image.shape)))
+        ndim[pair.restored] = (len(image.axes), "x".join(map(str, image.shape)))
     counts = {d: sum(n == d for n, _ in ndim.values()) for d in (2, 3)}
     if counts[2] and counts[3]:
         # The odd kind is the rarer one; on a tie, the kind of the later file by name.
@@ -246,15 +287,23 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
     `low`/`high`: normalisation percentiles (None: the schema's `normalize` section).
     `pixel_size` (config data.pixel_size, µm) fills the sizes the files do not give. Unknown sizes
     and a pixel-size mismatch between input and target are warned about (log and `note`).
+    A pair without an input is its target alone (the row's input percentiles are the target's); a truth
+    is checked like the other roles (shape, finite, not constant, registered to the target).
     """
     norm = defaults("normalize")
     low, high = norm["low"] if low is None else low, norm["high"] if high is None else high
-    inp, tgt = (with_pixel_size(open_image(p), pixel_size) for p in (pair.input, pair.target))
+    roles = {role: with_pixel_size(open_image(path), pixel_size)
+             for role, path in (("target", pair.target), ("input", pair.input), ("truth", pair.truth)) if path}
+    tgt = roles["target"]
+    inp = roles.get("input", tgt)
     if inp.shape != tgt.shape:
         raise InputError(pair.target, f"has shape {tgt.shape} but its input {pair.input} has shape {inp.shape}",
                          "pair acquisitions of the same field of view and size (crop or resample one of them)")
+    if "truth" in roles and roles["truth"].shape != tgt.shape:
+        raise InputError(pair.truth, f"has shape {roles['truth'].shape} but its target {pair.target} has shape {tgt.shape}",
+                         "give the noiseless image of the same field of view and size")
     stats = {}
-    for role, img in (("input", inp), ("target", tgt)):
+    for role, img in roles.items():
         data = img.data
         finite = da.isfinite(data).all() if data.dtype.kind == "f" else da.asarray(True)
         lo, hi, ok, sample = _compute(img.path, data.min(), data.max(), finite, subsample(data))
@@ -265,16 +314,21 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
         if lo == hi:
             raise InputError(img.path, f"is constant (every pixel is {lo})", "check the export; an empty image cannot be restored")
         stats[role] = percentiles(sample, low, high, img.path)
+    stats.setdefault("input", stats["target"])
     if registration_tolerance is not None:
-        crop = _central_crop(inp.shape, REGISTRATION_CROP)
-        (a,), (b,) = _compute(inp.path, inp.data[crop]), _compute(tgt.path, tgt.data[crop])
-        shift = _registration_shift(stats["input"].apply(a.astype(np.float32)), stats["target"].apply(b.astype(np.float32)))
-        if np.linalg.norm(shift) > registration_tolerance:
-            raise InputError(pair.target, f"is shifted by {tuple(round(float(s), 1) for s in shift)} px against its input "
-                             f"(tolerance {registration_tolerance} px)",
-                             "register the pair first, or raise data.registration_tolerance if the shift is expected")
+        crop = _central_crop(tgt.shape, REGISTRATION_CROP)
+        (b,) = _compute(tgt.path, tgt.data[crop])
+        for role in (r for r in ("input", "truth") if r in roles):
+            (a,) = _compute(roles[role].path, roles[role].data[crop])
+            shift = _registration_shift(stats[role].apply(a.astype(np.float32)), stats["target"].apply(b.astype(np.float32)))
+            if np.linalg.norm(shift) > registration_tolerance:
+                what = "its input" if role == "input" else f"its truth {pair.truth}"
+                raise InputError(pair.target, f"is shifted by {tuple(round(float(s), 1) for s in shift)} px against {what} "
+                                 f"(tolerance {registration_tolerance} px)",
+                                 "register the pair first, or raise data.registration_tolerance if the shift is expected")
     return {
-        "pair_id": pair.acquisition, "split": pair.split, "input": pair.input, "target": pair.target,
+        "pair_id": pair.acquisition, "split": pair.split, "input": pair.input or "", "target": pair.target,
+        "truth": pair.truth or "", "quality": pair.quality,
         "axes": inp.axes, "shape": "x".join(map(str, inp.shape)), "dtype": str(inp.dtype),
         "pixel_size": format_pixel_size(inp.pixel_size_um),
         "input_low": stats["input"].low, "input_high": stats["input"].high,
@@ -299,7 +353,7 @@ def _differs(a: float | None, b: float | None) -> bool:
 
 def _pixel_size_notes(inp: Image, tgt: Image) -> str:
     """One warning line per problem with the pair's pixel sizes, joined with " | "; logged too."""
-    notes = [f"{img.path}: {img.note}" for img in (inp, tgt) if img.note]
+    notes = [f"{img.path}: {img.note}" for img in ((inp, tgt) if inp is not tgt else (tgt,)) if img.note]
     a, b = inp.pixel_size_um, tgt.pixel_size_um
     if any(_differs(x, y) for x, y in zip(a, b)):
         notes.append(f"{tgt.path}: pixel size {format_pixel_size(b)} µm differs from {format_pixel_size(a)} µm of its "
