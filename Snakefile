@@ -33,6 +33,7 @@ rule all:
     default_target: True
     input:
         rules.pair.output.manifest,
-        expand(rules.convert.output.image, role=["input", "target"], acquisition=ACQUISITIONS),
+        # every converted image is pulled in by the rules that read it
         expand(rules.predict.output.prediction, model=MODELS, acquisition=TO_PREDICT),
-        rules.report.output.html,
+        # references alone (no input, no truth) cannot be scored: then there is no report
+        rules.report.output.html if SCORED else [],

@@ -32,14 +32,14 @@ from flowrestore.analysis.metrics import psnr, ssim  # noqa: E402
 from flowrestore.data.io import write_ome_zarr  # noqa: E402
 from flowrestore.data.normalize import Normalization  # noqa: E402
 from flowrestore.data.patches import Acquisition  # noqa: E402
+from flowrestore.data.denoise_demo import BACKGROUND, DENSITY, INPUT_DOSES, REFERENCE_DOSES  # noqa: E402
 from flowrestore.data.simulate import render_truth  # noqa: E402
 from flowrestore.models.checkpoint import load_model  # noqa: E402
 from flowrestore.physics import PoissonGaussian  # noqa: E402
 from flowrestore.training.loop import train_model  # noqa: E402
 
-REFERENCE_DOSES = (100, 200, 400)
-INPUT_DOSES = (25, 50, 200)
-BACKGROUND = 0.05  # of the brightest structure: the cell's autofluorescence
+# Doses, background and density are the denoising demo's (config/denoise.yaml); the camera counts
+# photo-electrons directly, without the demo's gain, bias and uint16 storage.
 CAMERA = PoissonGaussian(gain=1.0, offset=0.0, read_noise=1.0)  # in photo-electrons
 SCALE = 200.0  # photo-electrons read as 1 by the network: one scale for every image
 
@@ -53,7 +53,7 @@ def acquire(truth: np.ndarray, dose: float, seed: int) -> np.ndarray:
 
 
 def truths(n: int, shape, seed: int) -> list[np.ndarray]:
-    return [render_truth(shape, np.random.default_rng([seed, i]), density=2.0) for i in range(n)]
+    return [render_truth(shape, np.random.default_rng([seed, i]), density=DENSITY) for i in range(n)]
 
 
 def reference_set(folder: Path, n: int, shape) -> list[Acquisition]:

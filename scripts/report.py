@@ -6,4 +6,4 @@ with rule_script(snakemake):
     build_report(snakemake.output.html, params.config, inp.manifest, inp.metrics, inp.summary, inp.comparisons,
                  perception_png=inp.perception, calibration=list(zip(inp.calibration, inp.calibration_plots)),
                  examples=example_figures(inp.examples), training=training_figures(dict(zip(params.models, inp.curves))),
-                 title=params.title, results=params.results)
+                 title=params.title, results=params.results, quality_tsv=inp.quality)

@@ -45,13 +45,6 @@ def _stale(output: Path, *sources) -> bool:
     return any(Path(s).exists() and Path(s).stat().st_mtime > output.stat().st_mtime for s in sources)
 
 
-def _demo_pairs(config: dict) -> list[tuple[str, str, str, None]]:
-    data = config["data"]
-    return [(name, *(os.path.join(data["folder"], data[f"{role}_pattern"].format(acquisition=name))
-                     for role in ("input", "target")), None)
-            for name in (f"demo{i:03d}" for i in range(config["demo"]["acquisitions"]))]
-
-
 def train_from_config(config_path, model: str | None = None, device: str | None = None,
                       progress: bool | None = None) -> list[Path]:
     """Pair, check, convert the train/val acquisitions and train every model of the config (or
@@ -67,21 +60,19 @@ def train_from_config(config_path, model: str | None = None, device: str | None 
     if model is not None and model not in models:
         raise InputError(config_path, f"has no model {model!r}", f"give one of {', '.join(models)} with --model")
     results = Path(config["results"])
-    demo = _demo_pairs(config) if config["demo"]["make"] else None
-    if demo and not all(Path(p).exists() for _, *paths, _ in demo for p in paths):
-        from .data.simulate import write_demo
+    from .data.demo import demo_rows, make_demo
 
-        data, settings = config["data"], config["demo"]
-        suffix = {role: data[f"{role}_pattern"].split("{acquisition}")[1] for role in ("input", "target")}
-        log.info("simulating %d demo acquisitions in %s", settings["acquisitions"], data["folder"])
-        write_demo(data["folder"], settings["acquisitions"], tuple(settings["shape"]), seed=settings["seed"],
-                   input_suffix=suffix["input"], target_suffix=suffix["target"])
+    demo = demo_rows(config["demo"], config["data"], config_path) if config["demo"]["make"] else None
+    if demo and not all(Path(p).exists() for row in demo for p in (row[1], row[2], *row[4:5]) if p):
+        log.info("simulating %d demo acquisitions (%s) in %s", config["demo"]["acquisitions"], config["demo"]["kind"],
+                 config["data"]["folder"])
+        make_demo(config["demo"], config["data"])
     pairs = plan_pairs(config["data"], demo)
     norm = config["normalize"]
     row_files = []
     for pair in pairs:
         row = results / "pairs" / f"{pair.acquisition}.tsv"
-        if _stale(row, pair.input, pair.target):
+        if _stale(row, *(p for p in (pair.input, pair.target, pair.truth) if p)):
             log.info("checking the pair %s", pair.acquisition)
             write_rows([check_pair(pair, norm["low"], norm["high"], config["data"]["registration_tolerance"],
                                    config["data"]["pixel_size"])], row)
@@ -92,6 +83,8 @@ def train_from_config(config_path, model: str | None = None, device: str | None 
         if r["split"] in ("train", "val"):
             for role in ("input", "target"):
                 source = getattr(by_name[r["pair_id"]], role)
+                if source is None:  # a reference without an input
+                    continue
                 destination = results / "convert" / role / f"{r['pair_id']}.ome.zarr"
                 if _stale(destination, source):
                     log.info("converting the %s of %s to OME-Zarr", role, r["pair_id"])

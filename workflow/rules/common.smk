@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from flowrestore.config import check_sizes, model_settings, resolve_paths, result_settings, without_runtime
 from flowrestore.errors import InputError
 from flowrestore.methods import method_class
+from flowrestore.data.demo import demo_rows
 from flowrestore.data.pairing import plan_pairs
 
 
@@ -19,18 +20,9 @@ RESULTS = config["results"]
 ENV = "../../envs/flowrestore.yaml"
 
 
-def demo_pairs():
-    """The demo's acquisition names are known up front, so its files can be rule outputs."""
-    data = config["data"]
-    return [
-        (name, *(os.path.join(data["folder"], data[f"{role}_pattern"].format(acquisition=name)) for role in ("input", "target")), None)
-        for name in (f"demo{i:03d}" for i in range(config["demo"]["acquisitions"]))
-    ]
-
-
-try:
-    PAIRS = plan_pairs(config["data"], demo_pairs() if config["demo"]["make"] else None,
-                       settings_file=PATH_SOURCES.get("data.folder", "your config file"))
+try:  # the demo's acquisitions are known up front, so its files can be rule outputs
+    DEMO = demo_rows(config["demo"], config["data"], "your config file") if config["demo"]["make"] else None
+    PAIRS = plan_pairs(config["data"], DEMO, settings_file=PATH_SOURCES.get("data.folder", "your config file"))
 except InputError as error:
     raise WorkflowError(str(error)) from None
 
@@ -40,7 +32,7 @@ ACQUISITIONS = sorted(PAIR)
 
 wildcard_constraints:
     acquisition="[A-Za-z0-9][A-Za-z0-9._-]*",
-    role="input|target",
+    role="input|target|truth",
     model="[A-Za-z0-9][A-Za-z0-9_-]*",
     shard="[0-9]+",
 
@@ -59,6 +51,12 @@ try:  # sizes that fail inside a network stop the run here, in one line naming t
 except InputError as error:
     raise WorkflowError(str(error)) from None
 SPLIT = {p.acquisition: p.split for p in PAIRS}
+for _name, _settings in MODELS.items():  # references without an input can teach only a method that reads targets alone
+    _bare = [p.acquisition for p in PAIRS if p.input is None and p.split in ("train", "val")]
+    if _bare and method_class(_settings["method"]).data != "targets":
+        raise WorkflowError(f"your config file: model {_name} (method {_settings['method']}) trains on input/target pairs, "
+                            f"but {len(_bare)} train/val acquisitions have no input (e.g. {_bare[0]}). Fix: give them "
+                            "inputs, or use a method that learns from references alone (relative_flow)")
 EXTRA = config["predict"]["acquisitions"]
 for _name in EXTRA:
     if _name in PAIR:
@@ -67,13 +65,17 @@ TO_PREDICT = sorted([a for a in ACQUISITIONS if SPLIT[a] in config["predict"]["s
 
 
 def converted(role, split):
-    return [f"{RESULTS}/convert/{role}/{a}.ome.zarr" for a in ACQUISITIONS if SPLIT[a] == split]
+    """The converted images of one role (input, target, truth) of the acquisitions of `split` that have it."""
+    return [f"{RESULTS}/convert/{role}/{a}.ome.zarr" for a in ACQUISITIONS
+            if SPLIT[a] == split and getattr(PAIR[a], role)]
 
 
 def predict_source(wildcards):
+    """What is restored: an extra file, the input, or the reference of an acquisition without input."""
     if wildcards.acquisition in EXTRA:
         return EXTRA[wildcards.acquisition]
-    return f"{RESULTS}/convert/input/{wildcards.acquisition}.ome.zarr"
+    role = "input" if PAIR[wildcards.acquisition].input else "target"
+    return f"{RESULTS}/convert/{role}/{wildcards.acquisition}.ome.zarr"
 
 
 SHARDS = list(range(config["predict"]["shards"]))
@@ -83,10 +85,30 @@ PREDICT_SETTINGS = result_settings("predict", config["predict"])
 
 # ---------------------------------------------------------------- evaluation
 TEST = [a for a in ACQUISITIONS if SPLIT[a] == "test"]
+# Scored: a test acquisition with an input (scored against its target or truth) or with a truth (its
+# restored reference scored against it); references alone cannot be scored, so then there is no report.
+SCORED = [a for a in TEST if PAIR[a].input or PAIR[a].truth]
 VAL = [a for a in ACQUISITIONS if SPLIT[a] == "val"]
 # Models that draw posterior samples: their std is calibrated (the method says so, not its name).
 STOCHASTIC = [m for m, settings in MODELS.items() if method_class(settings["method"]).stochastic]
-EXAMPLES = TEST[: config["evaluate"]["examples"]]
+EXAMPLES = SCORED[: config["evaluate"]["examples"]]
+
+
+def scored_images(acquisitions):
+    """The converted images scoring reads: each acquisition's restored image and what it is scored against
+    (its truth, else its target); the layout matches evaluate.pairs_of_split."""
+    out = []
+    for a in acquisitions:
+        pair = PAIR[a]
+        out += [f"{RESULTS}/convert/{'input' if pair.input else 'target'}/{a}.ome.zarr",
+                f"{RESULTS}/convert/{'truth' if pair.truth else 'target'}/{a}.ome.zarr"]
+    return out
+
+
+def training_images(wildcards):
+    """The converted train and val images a model reads: targets, and inputs unless its method reads targets alone."""
+    roles = ("target",) if method_class(MODELS[wildcards.model]["method"]).data == "targets" else ("input", "target")
+    return [path for split in ("train", "val") for role in roles for path in converted(role, split)]
 
 
 def predictions(acquisitions, models=MODELS):

@@ -3,8 +3,8 @@
 rule evaluate:
     input:
         manifest=rules.pair.output.manifest,
-        images=converted("input", "test") + converted("target", "test"),
-        predictions=predictions(TEST),
+        images=scored_images(SCORED),
+        predictions=predictions(SCORED),
     output:
         metrics=report(f"{RESULTS}/evaluate/metrics.tsv", caption="../report/metrics.rst", category="Evaluation",
                        labels={"table": "per test image"}),
@@ -12,6 +12,8 @@ rule evaluate:
                        labels={"table": "mean per estimate"}),
         comparisons=report(f"{RESULTS}/evaluate/comparisons.tsv", caption="../report/comparisons.rst", category="Evaluation",
                            labels={"table": "paired differences"}),
+        quality=report(f"{RESULTS}/evaluate/quality.tsv", caption="../report/quality.rst", category="Evaluation",
+                       labels={"table": "per input quality"}),
         perception=f"{RESULTS}/evaluate/perception_distortion.tsv",
         perception_plot=report(f"{RESULTS}/evaluate/perception_distortion.png", caption="../report/perception.rst",
                                category="Evaluation", labels={"figure": "samples averaged"}),
@@ -22,7 +24,7 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/evaluate.log",
     message:
-        f"Scoring the {len(TEST)} test acquisitions of every model"
+        f"Scoring the {len(SCORED)} test acquisitions of every model"
     conda:
         ENV
     script:
@@ -32,8 +34,7 @@ rule evaluate:
 rule example:
     input:
         manifest=rules.pair.output.manifest,
-        input=f"{RESULTS}/convert/input/{{acquisition}}.ome.zarr",
-        target=f"{RESULTS}/convert/target/{{acquisition}}.ome.zarr",
+        images=lambda w: scored_images([w.acquisition]),
         predictions=expand(rules.predict.output.prediction, model=MODELS, allow_missing=True),
     output:
         figure=report(f"{RESULTS}/evaluate/examples/{{acquisition}}.png", caption="../report/example.rst",
@@ -57,7 +58,7 @@ rule calibrate:
     input:
         # ancient: a new test acquisition rewrites the manifest but must not refit (new val ones do)
         manifest=ancient(rules.pair.output.manifest),
-        images=converted("input", "val") + converted("target", "val"),
+        images=scored_images(VAL),
         val=expand(rules.predict.output.prediction, acquisition=VAL, allow_missing=True),
     output:
         calibration=report(f"{RESULTS}/calibration/{{model}}/fit.json", caption="../report/calibration_json.rst",
@@ -82,7 +83,7 @@ rule judge_calibration:
     input:
         manifest=rules.pair.output.manifest,
         calibration=rules.calibrate.output.calibration,
-        images=converted("input", "test") + converted("target", "test"),
+        images=scored_images(TEST),
         test=expand(rules.predict.output.prediction, acquisition=TEST, allow_missing=True),
     output:
         summary=report(f"{RESULTS}/calibration/{{model}}/test.json", caption="../report/calibration_json.rst",

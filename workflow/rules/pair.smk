@@ -2,15 +2,14 @@ if config["demo"]["make"]:
 
     rule demo_data:
         output:
-            inputs=[p[1] for p in demo_pairs()],
-            targets=[p[2] for p in demo_pairs()],
+            [path for pair in PAIRS for path in (pair.input, pair.target, pair.truth) if path],
         params:
             demo=config["demo"],
-            data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern")},
+            data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern", "truth_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",
         message:
-            "Simulating {params.demo[acquisitions]} widefield/confocal demo acquisitions"
+            "Simulating {params.demo[acquisitions]} demo acquisitions ({params.demo[kind]})"
         conda:
             ENV
         script:
@@ -19,8 +18,7 @@ if config["demo"]["make"]:
 
 rule check_pair:
     input:
-        input=lambda w: PAIR[w.acquisition].input,
-        target=lambda w: PAIR[w.acquisition].target,
+        lambda w: [path for path in (PAIR[w.acquisition].input, PAIR[w.acquisition].target, PAIR[w.acquisition].truth) if path],
     output:
         row=f"{RESULTS}/pairs/{{acquisition}}.tsv",
     params:

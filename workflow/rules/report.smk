@@ -5,6 +5,7 @@ rule report:
         metrics=rules.evaluate.output.metrics,
         summary=rules.evaluate.output.summary,
         comparisons=rules.evaluate.output.comparisons,
+        quality=rules.evaluate.output.quality,
         perception=rules.evaluate.output.perception_plot,
         examples=expand(rules.example.output.figure, acquisition=EXAMPLES),
         calibration=expand(rules.judge_calibration.output.summary, model=STOCHASTIC),

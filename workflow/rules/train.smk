@@ -2,7 +2,7 @@ rule train:
     input:
         # ancient: a new test acquisition rewrites the manifest but must not retrain the model
         manifest=ancient(rules.pair.output.manifest),
-        images=converted("input", "train") + converted("target", "train") + converted("input", "val") + converted("target", "val"),
+        images=training_images,
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/checkpoint.pt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.tsv",

@@ -12,6 +12,15 @@ therefore first brought to normalised units with its own percentiles and then ma
 target's raw units (target_low + norm * (target_high - target_low)), so that compute_all, which
 normalises with the target's percentiles, compares like with like.
 
+Data with a noiseless truth (the `truth` role: simulated data, or a phantom) are scored against it
+instead of the target, which may then be a noisy reference. The truth is in the units of the image
+restored, so there every estimate is compared as stored, in those raw units. So is a prediction of a
+method that reads every image on one scale (its checkpoint's `normalization`): its output is already
+in the camera's units, which the target shares. Rows carry the acquisition's `quality` label (e.g. the
+input's photon count, from the pairing), and `by_quality` gives the means per label; a method that
+restores in a few steps (relative_flow) stores each step's state (channels step_1, ...), scored as
+estimates of their own, so PSNR can be followed step by step.
+
 A metric that cannot be computed is reported as missing with its reason (the `missing` column),
 never as NaN; a problem with the files (no test pairs, a prediction of the wrong shape) stops
 with an InputError that names the file and the fix.
@@ -22,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +56,7 @@ COLUMNS = list(METRICS.values())
 HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "ms_ssim": True, "micro_ssim": True,
                     "micro_ms3im": True, "frc_1/7_um": False, "frc_0.5_um": False}
 INPUT = "input"  # the `model` and `estimate` of the widefield input rows
-ROW_KEYS = ["acquisition", "model", "method", "estimate", "label"]
+ROW_KEYS = ["acquisition", "model", "method", "estimate", "label", "quality"]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -57,17 +67,22 @@ class TestPair:
     """One paired acquisition of the manifest, with the paths of its converted images."""
 
     acquisition: str
-    input_path: str
-    target_path: str
+    input_path: str  # the image restored: the input, or the reference of an acquisition without input
+    target_path: str  # what it is scored against: the truth where there is one, else the target
     input_norm: tuple[float, float]
-    target_norm: tuple[float, float]
+    target_norm: tuple[float, float]  # the input's for a truth (it shares the input's units)
     pixel_size: tuple[float | None, ...]  # µm per axis, None where unknown
+    truth: bool = False  # scored against a noiseless truth, in the raw units of the image restored
+    quality: str = ""
 
 
 def pairs_of_split(manifest, convert_dir, split: str = "test", required: bool = True) -> list[TestPair]:
-    """The manifest's pairs of one split; an InputError when there is none (unless not `required`)."""
+    """The manifest's scorable pairs of one split; an InputError when there is none (unless not `required`).
+
+    A reference without input and without truth has nothing to be scored against, so it is left out.
+    """
     rows = read_rows(manifest)
-    chosen = [r for r in rows if r["split"] == split]
+    chosen = [r for r in rows if r["split"] == split and (r.get("input") or r.get("truth"))]
     if not chosen and required:
         counts = ", ".join(f"{s}: {sum(r['split'] == s for r in rows)}" for s in ("train", "val", "test"))
         raise InputError(manifest, f"has no {split} pairs ({counts})",
@@ -75,11 +90,13 @@ def pairs_of_split(manifest, convert_dir, split: str = "test", required: bool = 
                          "rows in the data.samples sheet) and rerun")
     out = []
     for r in chosen:
-        acq = r["pair_id"]
+        acq, truth = r["pair_id"], bool(r.get("truth"))
+        input_norm = (float(r["input_low"]), float(r["input_high"]))
         out.append(TestPair(
-            acq, os.path.join(convert_dir, "input", f"{acq}.ome.zarr"), os.path.join(convert_dir, "target", f"{acq}.ome.zarr"),
-            (float(r["input_low"]), float(r["input_high"])), (float(r["target_low"]), float(r["target_high"])),
-            parse_pixel_size(r["pixel_size"]),
+            acq, os.path.join(convert_dir, "input" if r.get("input") else "target", f"{acq}.ome.zarr"),
+            os.path.join(convert_dir, "truth" if truth else "target", f"{acq}.ome.zarr"),
+            input_norm, input_norm if truth else (float(r["target_low"]), float(r["target_high"])),
+            parse_pixel_size(r["pixel_size"]), truth, r.get("quality") or "",
         ))
     return out
 
@@ -122,6 +139,18 @@ def normalised(x: np.ndarray, low: float, high: float) -> np.ndarray:
 def to_target_units(x_norm: np.ndarray, target_norm: tuple[float, float]) -> np.ndarray:
     low, high = target_norm
     return np.float32(low) + x_norm * np.float32(high - low)
+
+
+def comparable(value: np.ndarray, norm: tuple[float, float], pair: TestPair, info: dict | None = None) -> np.ndarray:
+    """An estimate stored in the raw units of the image restored, in the units it is scored in.
+
+    Against a truth, or from a model that reads every image on one scale (`info["normalization_fixed"]`),
+    the raw units are already those of what it is scored against; otherwise it goes through normalised
+    units, from its own percentiles `norm` into the target's.
+    """
+    if pair.truth or (info or {}).get("normalization_fixed"):
+        return value
+    return to_target_units(normalised(value, *norm), pair.target_norm)
 
 
 def lateral_pixel_size(pixel_size: tuple[float | None, ...]) -> float | None:
@@ -176,9 +205,16 @@ def stochastic(method: str) -> bool:
     return method != INPUT and method_class(method).stochastic
 
 
+def step_channels(info: dict) -> list[str]:
+    """The states a few-step method stored after each step but the last (the last is `mmse`)."""
+    return [c for c in info.get("channels", []) if c.startswith("step_") and c[5:].isdigit()]
+
+
 def estimate_label(model: str, method: str, estimate: str) -> str:
     if model == INPUT:
         return "input (widefield)"
+    if estimate.startswith("step_"):
+        return f"{model} ({method}) after step {estimate[5:]}"
     if not stochastic(method):
         return f"{model} ({method})"
     return f"{model} {'MMSE' if estimate == 'mmse' else 'posterior sample' if estimate == 'sample_0' else estimate}"
@@ -201,13 +237,13 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         pixel = _frc_pixel(pair, unit)
         widefield = load_image(pair.input_path)
         check_shape(pair.input_path, widefield.shape, pair.target_path, target.shape)
-        estimates = [(INPUT, INPUT, INPUT, to_target_units(normalised(widefield, *pair.input_norm), pair.target_norm), "")]
+        estimates = [(INPUT, INPUT, INPUT, comparable(widefield, pair.input_norm, pair), "")]
         del widefield
         for model, method in models.items():
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
             info = prediction_info(path)
             check_shape(path, info["shape"], pair.target_path, target.shape)
-            wanted = ["mmse", "sample_0"] if stochastic(method) else ["mmse"]
+            wanted = ["mmse", "sample_0"] if stochastic(method) else ["mmse"] + step_channels(info)
             channels = read_channels(path, wanted)
             norm = prediction_norm(info, pair)
             for name in wanted:
@@ -216,12 +252,12 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
                     f"the prediction stores no channel {name} (channels: {', '.join(info.get('channels', []))}; "
                     "set predict.keep_samples >= 1 to keep a posterior sample)")
                 if value is not None:
-                    value = to_target_units(normalised(value, *norm), pair.target_norm)
+                    value = comparable(value, norm, pair, info)
                 estimates.append((model, method, name, value, why))
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
-                         "label": estimate_label(model, method, name),
+                         "label": estimate_label(model, method, name), "quality": pair.quality,
                          "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
                         | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
@@ -252,6 +288,34 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         row["missing"] = "; ".join(notes)
         out.append(row)
     return pd.DataFrame(out)
+
+
+QUALITY_COLUMNS = ["quality", "model", "method", "estimate", "label", "images", "psnr_mean", "psnr_std", "ssim_mean",
+                   "ssim_std", "psnr_gain_mean", "psnr_gain_std"]
+
+
+def by_quality(table: pd.DataFrame) -> pd.DataFrame:
+    """Per input-quality label and estimate: images, mean/std of PSNR and SSIM and of the per-image PSNR gain
+    over the input. Empty (with its columns) when no acquisition has a label."""
+    labelled = table[table["quality"].fillna("").astype(str) != ""]
+    out = []
+    for quality, part in labelled.groupby("quality", sort=False):
+        reference = pd.to_numeric(part[part["model"] == INPUT].set_index("acquisition")["psnr"], errors="coerce")
+        for (model, method, estimate, label), group in part.groupby(["model", "method", "estimate", "label"], sort=False):
+            row = {"quality": quality, "model": model, "method": method, "estimate": estimate, "label": label,
+                   "images": len(group)}
+            for c in ("psnr", "ssim"):
+                values = pd.to_numeric(group[c], errors="coerce").dropna()
+                row[f"{c}_mean"] = float(values.mean()) if len(values) else None
+                row[f"{c}_std"] = float(values.std(ddof=0)) if len(values) else None
+            gain = (pd.to_numeric(group.set_index("acquisition")["psnr"], errors="coerce") - reference).dropna()
+            row["psnr_gain_mean"] = float(gain.mean()) if len(gain) else None
+            row["psnr_gain_std"] = float(gain.std(ddof=0)) if len(gain) else None
+            out.append(row)
+    frame = pd.DataFrame(out, columns=QUALITY_COLUMNS)
+    # Sorted by the label's leading number when it has one ("25 photons" before "200 photons"), else by name.
+    key = frame["quality"].map(lambda q: (0, float(m.group()), q) if (m := re.match(r"[-+]?\d*\.?\d+", str(q))) else (1, 0.0, q))
+    return frame.iloc[sorted(range(len(frame)), key=lambda i: key.iloc[i])].reset_index(drop=True)
 
 
 def paired_differences(table: pd.DataFrame, a: str, b: str, columns=COLUMNS) -> pd.DataFrame:
@@ -305,7 +369,7 @@ def perception_distortion(manifest, convert_dir, predict_dir, models: dict[str, 
             check_shape(path, info["shape"], pair.target_path, target.shape)
             norm = prediction_norm(info, pair)
             for n, channel in prefix_channels(info):
-                value = to_target_units(normalised(read_channels(path, [channel])[channel], *norm), pair.target_norm)
+                value = comparable(read_channels(path, [channel])[channel], norm, pair, info)
                 row = {"model": model, "acquisition": pair.acquisition, "samples": n, "channel": channel}
                 missing = {}
                 for column, fn in (("psnr", lambda: M.psnr(value, target)),
@@ -333,7 +397,7 @@ def read_tsv(path) -> pd.DataFrame:
 
 
 def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out, summary_out, pd_out,
-        comparisons_out=None) -> pd.DataFrame:
+        comparisons_out=None, quality_out=None) -> pd.DataFrame:
     """The evaluate rule: all tables at once."""
     table = evaluate(manifest, convert_dir, predict_dir, models)
     summary = summarize(table)
@@ -343,6 +407,8 @@ def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out,
     write_tsv(curve, pd_out)
     if comparisons_out:
         write_tsv(comparisons(table, models), comparisons_out)
+    if quality_out:
+        write_tsv(by_quality(table), quality_out)
     return table
 
 
@@ -403,7 +469,9 @@ def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: in
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)
         check_shape(path, info["shape"], pair.target_path, target.shape)
-        low, high = prediction_norm(info, pair)
+        # the normalisation that puts the estimate beside the target (see `comparable`)
+        raw = pair.truth or info.get("normalization_fixed")
+        low, high = pair.target_norm if raw else prediction_norm(info, pair)
         ch = read_channels(path, ["mmse", "std", "sample_0"])
         mmse = normalised(ch["mmse"][window], low, high)
         out["labels"][model] = estimate_label(model, method, "mmse")
@@ -421,5 +489,5 @@ def model_methods(models: dict) -> dict[str, str]:
     return {k: (v["method"] if isinstance(v, dict) else v) for k, v in models.items()}
 
 
-__all__ = ["evaluate", "summarize", "perception_distortion", "comparisons", "paired_differences", "run",
+__all__ = ["evaluate", "summarize", "by_quality", "perception_distortion", "comparisons", "paired_differences", "run",
            "pairs_of_split", "write_tsv", "read_tsv", "example_panels"]

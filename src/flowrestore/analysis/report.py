@@ -98,6 +98,32 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[dict], list[str]]:
     return rows, notes
 
 
+def quality_tables(quality: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+    """(rows per input quality and estimate, rows of PSNR step by step per quality and few-step model)
+    from evaluate.by_quality's table."""
+    rows, steps = [], []
+    for r in quality.to_dict("records"):
+        if str(r["estimate"]).startswith("step_"):
+            continue
+        gain = "-" if r["model"] == INPUT else _signed(_value(r, "psnr_gain_mean"), 2)
+        rows.append({"quality": r["quality"], "label": r["label"], "images": r["images"],
+                     "psnr": _mean_std(_value(r, "psnr_mean"), _value(r, "psnr_std"), 2),
+                     "ssim": _mean_std(_value(r, "ssim_mean"), _value(r, "ssim_std"), 3), "gain": gain,
+                     "is_input": r["model"] == INPUT})
+    for q, part in quality.groupby("quality", sort=False):
+        start = part[part["model"] == INPUT]["psnr_mean"]
+        for model, group in part[part["model"] != INPUT].groupby("model", sort=False):
+            states = group[group["estimate"].astype(str).str.startswith("step_")]
+            if not len(states):
+                continue
+            ordered = sorted(states.to_dict("records"), key=lambda r: int(str(r["estimate"])[5:]))
+            ordered += group[group["estimate"] == "mmse"].to_dict("records")
+            values = [_value(r, "psnr_mean") for r in ordered]
+            steps.append({"quality": q, "model": model, "input": _number(start.iloc[0] if len(start) else None, 2),
+                          "steps": [_number(v, 2) for v in values]})
+    return rows, steps
+
+
 def metric_titles(unit: str = "µm") -> dict[str, str]:
     """Column titles, with the FRC resolutions in `unit` (evaluate.frc_unit: µm, or pixels)."""
     return {k: v.replace("(µm)", f"({unit})") for k, v in METRIC_TITLES.items()}
@@ -195,10 +221,12 @@ def _version() -> str:
 
 def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, comparisons_tsv,
                  perception_png=None, calibration: list[tuple[str, str]] = (), examples: list[Figure] = (),
-                 training: list[Figure] = (), title: str = "flowrestore report", results: str = "results") -> str:
+                 training: list[Figure] = (), title: str = "flowrestore report", results: str = "results",
+                 quality_tsv=None) -> str:
     """Write the report to `output` (atomically) and return its HTML.
 
-    `calibration`: (json path, png path) per sampling model; `examples`/`training`: figures in order.
+    `calibration`: (json path, png path) per sampling model; `examples`/`training`: figures in order;
+    `quality_tsv`: evaluate.by_quality's table (a section per input quality when it has rows).
     """
     summary = read_tsv(summary_tsv)
     table = read_tsv(metrics_tsv)
@@ -222,7 +250,9 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
             "warning": _calibration_warning(c)})
     cards = _cards(summary, comparisons, [json.loads(Path(j).read_text()) for j, _ in calibration])
     n_test = int(summary["images"].max()) if len(summary) else 0
-    unit = frc_unit(pairs_of_split(manifest, "", "test", required=False))
+    scored = pairs_of_split(manifest, "", "test", required=False)
+    unit = frc_unit(scored)
+    quality_rows, step_rows = quality_tables(read_tsv(quality_tsv)) if quality_tsv else ([], [])
     titles = metric_titles(unit)
     context = {
         "title": title, "version": _version(), "results": results,
@@ -230,6 +260,9 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
         "cards": cards, "splits": data_summary(manifest), "n_test": n_test,
         "metric_columns": [{"key": c, "title": titles[c]} for c in COLUMNS], "frc_unit": unit,
         "summary_rows": summary_rows, "summary_missing": summary_missing,
+        "quality_rows": quality_rows, "step_rows": step_rows,
+        "step_count": max((len(r["steps"]) for r in step_rows), default=0),
+        "against_truth": any(p.truth for p in scored),
         "comparison_rows": comparison_table(comparisons, titles), "per_image_rows": per_image_table(table),
         "examples": [{"title": f.title, "caption": f.caption, "src": data_uri(f.path)} for f in examples],
         "perception": {"src": data_uri(perception_png), "caption": PERCEPTION_CAPTION} if perception_png else None,

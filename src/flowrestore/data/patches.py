@@ -112,9 +112,12 @@ class PatchBatches(torch.utils.data.Dataset):
 
 
 def acquisitions_from_manifest(rows: list[dict], images: str, split: str) -> list[Acquisition]:
-    """Acquisitions of one split; `images` is the convert folder holding {role}/{pair_id}.ome.zarr."""
+    """Acquisitions of one split; `images` is the convert folder holding {role}/{pair_id}.ome.zarr.
+
+    A row without an input (a reference alone) gives input_path None."""
     return [
-        Acquisition(r["pair_id"], f"{images}/input/{r['pair_id']}.ome.zarr", f"{images}/target/{r['pair_id']}.ome.zarr",
+        Acquisition(r["pair_id"], f"{images}/input/{r['pair_id']}.ome.zarr" if r.get("input") else None,
+                    f"{images}/target/{r['pair_id']}.ome.zarr",
                     Normalization(float(r["input_low"]), float(r["input_high"])),
                     Normalization(float(r["target_low"]), float(r["target_high"])))
         for r in rows if r["split"] == split

@@ -28,6 +28,7 @@ class BlockResult:
     var: torch.Tensor | None  # unbiased sample variance; None for deterministic methods
     samples: list[torch.Tensor]  # the first keep_samples samples (core shape)
     prefix_means: dict[int, torch.Tensor]  # n -> mean of the first n samples, n = 1, 2, 4, ... < K
+    steps: list[torch.Tensor] = None  # a deterministic few-step method: the states before the last (core shape)
 
 
 class Restorer:
@@ -37,6 +38,8 @@ class Restorer:
             # A point predictor: one pass, one "sample".
             self.cfg = SamplingConfig(**{**config.__dict__, "samples": 1, "keep_samples": 0, "stitching": "tile"})
         self.autocast = config.amp and device.type == "cuda"
+        # A deterministic method may keep each step's state (method.states); a sampling one keeps its end.
+        self.state_count = 1 if method.stochastic else method.state_count()
         # channels-last convolutions are ~30% faster on CPU (oneDNN) and suit tensor cores on GPU.
         self.memory_format = torch.channels_last if net.config.dims == 2 else torch.channels_last_3d
         self.net = net.to(memory_format=self.memory_format)
@@ -53,7 +56,11 @@ class Restorer:
             return self.method.velocity(self.net, t, x, y).float()
 
     def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.method.integrate(lambda t, x: self._velocity(t, x, y), x0, self.cfg)
+        """x at t = 1, or, for a method keeping its steps, the states stacked on the channel axis."""
+        field = lambda t, x: self._velocity(t, x, y)  # noqa: E731
+        if self.state_count == 1:
+            return self.method.integrate(field, x0, self.cfg)
+        return torch.cat(self.method.states(field, x0, self.cfg), dim=1)
 
     def _start(self, ks, origin, size, y: torch.Tensor) -> torch.Tensor:
         """x at t = 0 for samples `ks`, shape (len(ks), 1, *size): what the method declares."""
@@ -88,13 +95,14 @@ class Restorer:
             self._layout_key, self._layout = key, (regions, weight, wsum)
         return self._layout
 
-    def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, layout) -> torch.Tensor:
-        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape.
+    def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, layout, channels: int | None = None) -> torch.Tensor:
+        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape
+        (with `channels` channels: fn returns that many per tile).
 
         The tile batches and the accumulator are reused from call to call; the returned blend is a
         new tensor, because a solver may keep one velocity while it asks for the next (Heun)."""
         regions, weight, wsum = layout
-        acc = self._buffer("acc", tuple(x.shape)).zero_()
+        acc = self._buffer("acc", (x.shape[0], channels or x.shape[1], *x.shape[2:])).zero_()
         items = [(k, r) for k in range(x.shape[0]) for r in regions]
         batch = min(self.cfg.batch, len(items))
         xs = self._buffer("x_tiles", (batch, x.shape[1], *weight.shape), self.memory_format)
@@ -126,16 +134,20 @@ class Restorer:
         tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
         layout = self._tile_layout(size, tiles, plan.tile, plan.overlap)
         core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
-        count, mean, m2, kept, prefixes = 0, None, None, [], {}
+        count, mean, m2, kept, prefixes, steps = 0, None, None, [], {}, []
         for first in range(0, cfg.samples, cfg.group):
             ks = range(first, min(cfg.samples, first + cfg.group))
             x0 = self._start(ks, origin, size, y)
             if cfg.stitching == "tile":
-                x1 = self._blend(self._solve, x0, y, layout)
+                x1 = self._blend(self._solve, x0, y, layout, x0.shape[1] * self.state_count)
             else:
                 field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
                                                  x, y, layout)
-                x1 = self.method.integrate(field, x0, cfg)
+                x1 = (self.method.integrate(field, x0, cfg) if self.state_count == 1
+                      else torch.cat(self.method.states(field, x0, cfg), dim=1))
+            if self.state_count > 1:  # deterministic: one sample, its earlier states on the channel axis
+                steps = [x1.detach()[0, i][core] for i in range(self.state_count - 1)]
+                x1 = x1[:, -1:]
             s = x1.detach()[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
             if cfg.prefix_means and self.method.stochastic:
@@ -157,7 +169,7 @@ class Restorer:
                 m2 = m2 + m2_b + delta**2 * (count * n_b / total)
                 count = total
         var = m2 / (count - 1) if self.method.stochastic and count > 1 else None
-        return BlockResult(mean, var, kept, prefixes)
+        return BlockResult(mean, var, kept, prefixes, steps)
 
 
 def _pad(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:

@@ -52,11 +52,12 @@ def _file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def channel_names(stochastic: bool, sampling: SamplingConfig) -> list[str]:
+def channel_names(stochastic: bool, sampling: SamplingConfig, states: int = 1) -> list[str]:
     """mmse, std (calibrated), std_raw (the samples' own), the kept samples, and mean_N: the mean of
-    the first N = 1, 2, 4, ... samples."""
+    the first N = 1, 2, 4, ... samples. A deterministic method: mmse, and step_k, its state after step k
+    of `states` (k < states; the last step is mmse)."""
     if not stochastic:
-        return ["mmse"]
+        return ["mmse"] + [f"step_{k}" for k in range(1, states)]
     names = ["mmse", "std", "std_raw"] + [f"sample_{i}" for i in range(min(sampling.keep_samples, sampling.samples))]
     if sampling.prefix_means:
         names += [f"mean_{n}" for n in (2**j for j in range(sampling.samples.bit_length())) if n < sampling.samples]
@@ -113,7 +114,9 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "tile": list(tile), "overlap": list(overlap), "block": list(block),
         "chunks": list(chunks), "factor": factor,
         "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
-        "channels": channel_names(stochastic, sampling),
+        "channels": channel_names(stochastic, sampling, _state_count(identity)),
+        # on one scale (the model's), not the input's percentiles: the output is in the camera's units
+        "normalization_fixed": bool(identity.get("normalization")),
     }
     work = partial_path(output)
     plan_file = work / PLAN_FILE
@@ -129,6 +132,15 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     (work / DONE_DIR).mkdir()
     write_text(plan_file, json.dumps(plan, indent=1))  # last: its presence means the store is complete
     return plan
+
+
+def _state_count(identity: dict) -> int:
+    """States a deterministic model's restoration keeps (its method's steps), from its identity alone."""
+    from ..methods import method_class
+
+    if identity["stochastic"]:
+        return 1
+    return method_class(identity["method"])(identity.get("options")).state_count()
 
 
 def describe_model(checkpoint) -> dict:
@@ -214,6 +226,8 @@ def run_shard(checkpoint, output, shard: int = 0, shards: int = 1, device: str =
             outputs[f"sample_{i}"] = norm.invert(s)
         for n, m in result.prefix_means.items():
             outputs[f"mean_{n}"] = norm.invert(m)
+        for k, state in enumerate(result.steps or [], 1):
+            outputs[f"step_{k}"] = norm.invert(state)
         for name, value in outputs.items():
             store[(channels.index(name), *block.core)] = value.cpu().numpy()
         (work / DONE_DIR / str(block.index)).touch()
@@ -243,6 +257,7 @@ def finalize(output, calibration=None) -> None:
         raise InputError(work, f"only {done} of {len(blocks)} blocks are restored", "rerun the predict shards")
     group = zarr.open_group(str(work), mode="r+")
     meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
+    meta["normalization_fixed"] = plan.get("normalization_fixed", False)
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
     windows = channel_windows(group["0"], [block.core for block in blocks])

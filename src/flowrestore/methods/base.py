@@ -107,6 +107,15 @@ class Method(nn.Module):
 
         return solvers.integrate(sampling.solver, field, x0, sampling.nfe, sampling.schedule)
 
+    def state_count(self) -> int:
+        """How many states `states` returns: 1, or one per step of a method with a short fixed grid."""
+        return 1
+
+    def states(self, field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
+               sampling) -> list[torch.Tensor]:
+        """The states after each step worth keeping, the last being `integrate`'s result (state_count of them)."""
+        return [self.integrate(field, x0, sampling)]
+
     def field(self, net: nn.Module, degraded: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda t, x: self.velocity(net, t, x, degraded)
 

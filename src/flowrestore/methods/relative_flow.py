@@ -93,6 +93,13 @@ class RelativeFlow(Method):
         """The method's own grid (`steps`), not the predict section's solver and nfe."""
         return self.trajectory(field, x0)[-1]
 
+    def state_count(self) -> int:
+        return len(self.options["steps"])
+
+    def states(self, field, x0, sampling):
+        """Every step's state: predictions keep them (channels step_1, ...), so PSNR can be followed per step."""
+        return self.trajectory(field, x0)
+
 
 def checked_degradation(options: dict, source=None):
     """D_delta from the settings; a Gaussian/Rician operator without the noise std is refused by name."""

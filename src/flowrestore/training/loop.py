@@ -127,6 +127,11 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         raise InputError(None, f"method {method_name} trains on {method.data} data, which this training loop does not "
                          "read yet", "choose a method that trains on input/target pairs or on targets alone")
     targets_only = method.data == "targets"
+    bare = [a.name for a in train_acquisitions + val_acquisitions if a.input_path is None]
+    if bare and not targets_only:
+        raise InputError(None, f"method {method_name} trains on input/target pairs but {len(bare)} acquisitions have no "
+                         f"input (e.g. {bare[0]})", "give them inputs, or use a method that learns from references "
+                         "alone (relative_flow)")
     fixed = method.normalization()
     if fixed is not None:  # one intensity scale for every image instead of each one's percentiles
         train_acquisitions, val_acquisitions = ([replace(a, input_norm=fixed, target_norm=fixed) for a in acqs]
