@@ -7,7 +7,9 @@ Two ways to stitch overlapping tiles:
 Posterior samples are done `group` at a time and merged into a running mean and variance
 (Chan et al.'s parallel Welford update), so memory holds `group` samples of a block, not K.
 The engine knows nothing about the method beyond its declarations (`stochastic`, `start`,
-`needs_grad`), its `velocity` and its `integrate` (the time grid).
+`needs_grad`, `measurement`), its `velocity` and its `integrate` (the time grid). A method with
+`measurement` (PnP-Flow) also gets, in `integrate`, the input y of what it integrates (the block, or
+a batch of tiles) and `noise(step)`: fresh noise keyed to (seed, sample, step, voxel position).
 """
 
 from __future__ import annotations
@@ -52,8 +54,21 @@ class Restorer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.method.velocity(self.net, t, x, y).float()
 
-    def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.method.integrate(lambda t, x: self._velocity(t, x, y), x0, self.cfg)
+    def _solve(self, x0: torch.Tensor, y: torch.Tensor, boxes) -> torch.Tensor:
+        """Solve a batch of tiles to t = 1; boxes: per tile (sample, global origin), for keyed noise."""
+        return self.method.integrate(lambda t, x: self._velocity(t, x, y), x0, self.cfg,
+                                     **self._measured(y, boxes, tuple(x0.shape[2:])))
+
+    def _measured(self, y: torch.Tensor, boxes, size: tuple[int, ...]) -> dict:
+        """integrate's extra arguments for a method that declares `measurement`: y and noise(step)."""
+        if not self.method.measurement:
+            return {}
+        seed, device = self.cfg.seed, self.device
+
+        def noise(step: int) -> torch.Tensor:
+            return torch.stack([gaussian(seed, k, origin, size, device, step=step)[None] for k, origin in boxes])
+
+        return {"y": y, "noise": noise}
 
     def _start(self, ks, origin, size, y: torch.Tensor) -> torch.Tensor:
         """x at t = 0 for samples `ks`, shape (len(ks), 1, *size): what the method declares."""
@@ -89,7 +104,8 @@ class Restorer:
         return self._layout
 
     def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, layout) -> torch.Tensor:
-        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape.
+        """Apply fn(x_tiles, y_tiles, items) to every (sample, tile) in batches and blend into x's shape;
+        items: the batch's (sample index in x, tile region) pairs.
 
         The tile batches and the accumulator are reused from call to call; the returned blend is a
         new tensor, because a solver may keep one velocity while it asks for the next (Heun)."""
@@ -105,7 +121,7 @@ class Restorer:
             for j, (k, r) in enumerate(chunk):
                 xb[j].copy_(x[k][(slice(None), *r)])
                 yb[j].copy_(y[0][(slice(None), *r)])
-            out = fn(xb, yb)
+            out = fn(xb, yb, chunk)
             for (k, r), o in zip(chunk, out):
                 acc[k][(slice(None), *r)] += o * weight
         return acc / wsum
@@ -131,11 +147,12 @@ class Restorer:
             ks = range(first, min(cfg.samples, first + cfg.group))
             x0 = self._start(ks, origin, size, y)
             if cfg.stitching == "tile":
-                x1 = self._blend(self._solve, x0, y, layout)
+                x1 = self._blend(lambda xb, yb, items: self._solve(xb, yb, [
+                    (ks[k], tuple(o + r.start for o, r in zip(origin, region))) for k, region in items]), x0, y, layout)
             else:
-                field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
+                field = lambda t, x: self._blend(lambda xb, yb, _: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
                                                  x, y, layout)
-                x1 = self.method.integrate(field, x0, cfg)
+                x1 = self.method.integrate(field, x0, cfg, **self._measured(y, [(k, origin) for k in ks], size))
             s = x1.detach()[(slice(None), 0, *core)]
             kept.extend(s[: max(0, cfg.keep_samples - len(kept))])
             if cfg.prefix_means and self.method.stochastic:
