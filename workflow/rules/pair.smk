@@ -5,12 +5,14 @@ if config["demo"]["make"]:
             inputs=[p[1] for p in demo_pairs()],
             targets=[p[2] for p in demo_pairs()],
         params:
-            demo=config["demo"],
+            # only the settings of the demo's kind: another kind's settings do not change its files
+            demo={k: v for k, v in config["demo"].items()
+                  if config["demo"]["kind"] != "haze" or k not in ("factor", "sigma", "photons")},
             data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",
         message:
-            "Simulating {params.demo[acquisitions]} widefield/confocal demo acquisitions"
+            "Simulating {params.demo[acquisitions]} demo acquisitions ({params.demo[kind]})"
         conda:
             ENV
         script:

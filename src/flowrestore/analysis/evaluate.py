@@ -144,8 +144,31 @@ def _frc_pixel(pair: TestPair, unit: str) -> float:
     return lateral_pixel_size(pair.pixel_size) if unit == "µm" else 1.0
 
 
+def on_target_grid(image: np.ndarray, pair: TestPair, target_shape) -> tuple[np.ndarray, str]:
+    """The input on its target's grid and its label: as it is, or, for a target f times finer in Y and X,
+    cubic-spline (bicubic) interpolation on an area-aligned grid (each input pixel covers f x f target
+    pixels, as the pixel-integration operator has it: scipy's zoom with grid_mode=True)."""
+    from scipy import ndimage
+
+    from ..data.pairing import grid_factor
+
+    if tuple(image.shape) == tuple(target_shape):
+        return image, estimate_label(INPUT, INPUT, INPUT)
+    factor = grid_factor(tuple(image.shape), tuple(target_shape))
+    if factor is None:
+        check_shape(pair.input_path, image.shape, pair.target_path, target_shape)
+    fine = ndimage.zoom(image, factor, order=3, mode="grid-mirror", grid_mode=True).astype(np.float32)
+    return fine, f"input (bicubic x{factor[-1]})"
+
+
 def prediction_norm(info: dict, pair: TestPair) -> tuple[float, float]:
-    """The normalisation the network's output was mapped back with (the input's percentiles)."""
+    """The normalisation that brings a prediction to the network's units of the target.
+
+    Usually the input's percentiles (the network matches each target's percentiles). A model that reads
+    inputs and targets on one intensity scale (`one_scale`) restores into the target's own raw units, so
+    the target's percentiles are the ones to use."""
+    if info.get("one_scale"):
+        return pair.target_norm
     norm = info.get("normalization")
     if norm:
         return float(norm["low"]), float(norm["high"])
@@ -199,8 +222,7 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
     for pair in pairs:
         target = load_image(pair.target_path)
         pixel = _frc_pixel(pair, unit)
-        widefield = load_image(pair.input_path)
-        check_shape(pair.input_path, widefield.shape, pair.target_path, target.shape)
+        widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
         estimates = [(INPUT, INPUT, INPUT, to_target_units(normalised(widefield, *pair.input_norm), pair.target_norm), "")]
         del widefield
         for model, method in models.items():
@@ -221,7 +243,7 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
-                         "label": estimate_label(model, method, name),
+                         "label": input_label if model == INPUT else estimate_label(model, method, name),
                          "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
                         | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
@@ -358,7 +380,8 @@ def baselines(summary: pd.DataFrame) -> dict[str, dict]:
 def comparisons(table: pd.DataFrame, models: dict[str, str]) -> pd.DataFrame:
     """Paired per-image differences: each estimate vs the input, and each sampled MMSE vs each point estimator."""
     labels = {m: estimate_label(m, k, "mmse") for m, k in models.items()}
-    parts = [paired_differences(table, lab, estimate_label(INPUT, INPUT, INPUT)) for lab in labels.values()]
+    input_label = next(iter(table.loc[table["model"] == INPUT, "label"]), estimate_label(INPUT, INPUT, INPUT))
+    parts = [paired_differences(table, lab, input_label) for lab in labels.values()]
     for g, kg in models.items():
         for r, kr in models.items():
             if stochastic(kg) and not stochastic(kr):
@@ -397,8 +420,9 @@ def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: in
     target = load_image(pair.target_path)
     window = crop_window(target, size)
     target_n = normalised(target[window], *pair.target_norm)
-    out = {"window": window, "target": target_n,
-           "input": normalised(load_image(pair.input_path)[window], *pair.input_norm), "point": {}, "sampled": {}, "labels": {}}
+    widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
+    out = {"window": window, "target": target_n, "input_label": input_label,
+           "input": normalised(widefield[window], *pair.input_norm), "point": {}, "sampled": {}, "labels": {}}
     for model, method in models.items():
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)

@@ -110,6 +110,7 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "input": os.path.abspath(image_path), "input_shape": list(image.shape), "grid_factor": list(grid),
         "shape": list(shape), "axes": image.axes,
         "pixel_size": [p / f for p, f in zip(image.pixel_size, grid)], "normalization": asdict(normalization),
+        "one_scale": bool(identity.get("normalization")),
         "tile": list(tile), "overlap": list(overlap), "block": list(block),
         "chunks": list(chunks), "factor": factor,
         "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
@@ -242,7 +243,8 @@ def finalize(output, calibration=None) -> None:
     if done != len(blocks):
         raise InputError(work, f"only {done} of {len(blocks)} blocks are restored", "rerun the predict shards")
     group = zarr.open_group(str(work), mode="r+")
-    meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
+    meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "one_scale", "sampling", "tile", "overlap",
+                                 "channels")}
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
     windows = channel_windows(group["0"], [block.core for block in blocks])
