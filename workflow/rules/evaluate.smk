@@ -19,6 +19,7 @@ rule evaluate:
         models={m: s["method"] for m, s in MODELS.items()},
         convert=lambda w, input: folder_of(input.manifest, "convert"),
         predict=lambda w, input: folder_of(input.manifest, "predict"),
+        settings={k: config["evaluate"][k] for k in ("psf_sigma", "rl_iterations")},
     log:
         f"{RESULTS}/logs/evaluate.log",
     message:

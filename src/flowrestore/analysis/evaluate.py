@@ -30,7 +30,7 @@ import zarr
 
 from . import metrics as M
 from ..atomic import atomic_output
-from ..config import defaults
+from ..config import defaults, settings as config_settings
 from ..errors import InputError
 from ..data.io import open_image
 from ..data.pairing import parse_pixel_size, read_rows
@@ -210,8 +210,10 @@ def estimate_label(model: str, method: str, estimate: str) -> str:
 # ----------------------------------------------------------------------------- whole split
 
 
-def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test") -> pd.DataFrame:
-    """One row per acquisition x estimate; `models` is {name: method}.
+def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test",
+             psf_sigma: float | None = None, rl_iterations: int = defaults("evaluate")["rl_iterations"]) -> pd.DataFrame:
+    """One row per acquisition x estimate; `models` is {name: method}. `psf_sigma` (pixels): also score
+    Wiener and Richardson-Lucy deconvolutions of the input with that Gaussian PSF (analysis.classical).
 
     Columns: acquisition, model, method, estimate, label, pixel_size_um, the metric columns
     (empty when missing) and `missing` ("column: reason; ...").
@@ -224,6 +226,13 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         pixel = _frc_pixel(pair, unit)
         widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
         estimates = [(INPUT, INPUT, INPUT, to_target_units(normalised(widefield, *pair.input_norm), pair.target_norm), "")]
+        labels = {INPUT: input_label}
+        if psf_sigma:
+            from .classical import deconvolutions
+
+            for name, label, value in deconvolutions(widefield, psf_sigma, rl_iterations):
+                estimates.append((name, INPUT, "mmse", value, ""))
+                labels[name] = label
         del widefield
         for model, method in models.items():
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
@@ -243,7 +252,7 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
-                         "label": input_label if model == INPUT else estimate_label(model, method, name),
+                         "label": labels[model] if model in labels else estimate_label(model, method, name),
                          "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
                         | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
@@ -355,9 +364,11 @@ def read_tsv(path) -> pd.DataFrame:
 
 
 def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out, summary_out, pd_out,
-        comparisons_out=None) -> pd.DataFrame:
-    """The evaluate rule: all tables at once."""
-    table = evaluate(manifest, convert_dir, predict_dir, models)
+        comparisons_out=None, settings: dict | None = None) -> pd.DataFrame:
+    """The evaluate rule: all tables at once. `settings`: the config's `evaluate` section (classical baselines)."""
+    settings = config_settings("evaluate", settings)
+    table = evaluate(manifest, convert_dir, predict_dir, models, psf_sigma=settings["psf_sigma"],
+                     rl_iterations=settings["rl_iterations"])
     summary = summarize(table)
     curve = perception_distortion(manifest, convert_dir, predict_dir, models)
     write_tsv(table, metrics_out)
