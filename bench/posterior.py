@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import scratch, threads  # noqa: E402
-from flowrestore.analysis.calibration import Pixels, fit, judge, uce, bin_table, quantile_edges  # noqa: E402
+from flowrestore.analysis.calibration import Pixels, fit, judge  # noqa: E402
+from flowrestore.analysis.evaluate import load_image  # noqa: E402
 from flowrestore.analysis.metrics import psnr_affine, ssim  # noqa: E402
 from flowrestore.data.io import write_ome_zarr  # noqa: E402
 from flowrestore.data.normalize import Normalization  # noqa: E402
@@ -64,10 +65,6 @@ def acquisitions(dataset: str, shape: tuple[int, int], folder: Path) -> dict[str
     return out
 
 
-def normalised(x: np.ndarray, norm: Normalization) -> np.ndarray:
-    return (np.asarray(x, np.float32) - norm.low) / (norm.high - norm.low)
-
-
 def hf_power(image: np.ndarray, cutoff: float = 0.25) -> float:
     """Power of the spectrum at radial frequency > `cutoff` cycles/pixel (mean removed)."""
     spectrum = np.abs(np.fft.rfft2(image - image.mean())) ** 2
@@ -78,49 +75,33 @@ def hf_power(image: np.ndarray, cutoff: float = 0.25) -> float:
 
 def evaluate(model_dir: Path, ckpt: Path, items: dict, settings: dict) -> dict:
     """Scores of one model's test predictions and its calibration fitted on val."""
-    rows, pixels = [], {}
-    for split in ("val", "test"):
-        stds, errors, names = [], [], []
+    rows, pixels = [], {"val": [], "test": []}  # pixels: one Pixels per acquisition
+    for split in pixels:
         for acq in items[split]:
             path = model_dir / f"{acq.name}.ome.zarr"
             predict(ckpt, acq.input_path, path, settings, normalization=acq.input_norm, device="cpu")
             pred = read_prediction(path)
-            target = np.asarray(read_prediction_like(acq.target_path), np.float32)
-            tn = normalised(target, acq.target_norm)
+            target = load_image(acq.target_path)
+            tn = acq.target_norm.apply(target)
             # predict maps the network's output back with the input's percentiles
-            mmse = normalised(pred["mmse"], acq.input_norm)
+            mmse = acq.input_norm.apply(pred["mmse"])
             if split == "test":
-                row = {"acq": acq.name, "psnr": psnr_affine(pred["mmse"], target), "ssim": ssim(pred["mmse"], target)}
-                row["hf_mmse"] = hf_power(mmse) / hf_power(tn)
+                row = {"acq": acq.name, "psnr": psnr_affine(pred["mmse"], target), "ssim": ssim(pred["mmse"], target),
+                       "hf_mmse": hf_power(mmse) / hf_power(tn)}
                 if "sample_0" in pred:
-                    row["hf"] = hf_power(normalised(pred["sample_0"], acq.input_norm)) / hf_power(tn)
+                    row["hf"] = hf_power(acq.input_norm.apply(pred["sample_0"])) / hf_power(tn)
                 rows.append(row)
             if "std_raw" in pred:
                 std = pred["std_raw"] / (acq.input_norm.high - acq.input_norm.low)
-                stds.append(std.ravel())
-                errors.append((mmse - tn).ravel())
-                names.append(acq.name)
-        if stds:
-            pixels[split] = (Pixels(split, tuple(names), np.concatenate(stds), np.concatenate(errors),
-                                    samples=settings["samples"]), stds, errors)
+                pixels[split].append(Pixels(split, (acq.name,), std.ravel(), (mmse - tn).ravel(), settings["samples"]))
     result = {"rows": rows}
-    if pixels:
-        calibration, _ = fit(pixels["val"][0])
-        verdict = judge(calibration, pixels["test"][0])
-        per = []
-        for std, err in zip(pixels["test"][1], pixels["test"][2]):
-            edges = quantile_edges(std)
-            table = bin_table("test", std, err, edges, calibration.apply(std))
-            good = table[table["count"] > 0]
-            per.append(uce(good["calibrated_rmv"], good["rmse"]))
-        result |= {"method": calibration.method, "verdict": verdict, "per_uce": per}
+    if pixels["val"]:
+        pooled = {split: Pixels(split, sum((p.acquisitions for p in ps), ()), np.concatenate([p.std for p in ps]),
+                                np.concatenate([p.error for p in ps]), settings["samples"]) for split, ps in pixels.items()}
+        calibration, _ = fit(pooled["val"])
+        result |= {"method": calibration.method, "verdict": judge(calibration, pooled["test"]),
+                   "per_uce": [judge(calibration, p).uce_after for p in pixels["test"]]}
     return result
-
-
-def read_prediction_like(path) -> np.ndarray:
-    import zarr
-
-    return zarr.open_group(str(path), mode="r")["0"][...]
 
 
 MODELS = {  # name: (method, options, net settings beside the schema's)

@@ -29,10 +29,8 @@ class GuidedCFM(Method):
         t = self.draw_t(target.shape[0], generator, target.device, target.dtype)
         tt = t.view(-1, *([1] * (target.ndim - 1)))
         xt = (1 - tt) * x0 + tt * target
-        out = net(torch.cat([xt, degraded], dim=1), t)
-        if self.options["prediction"] == "data":
-            return torch.mean((out.float() - target.float()) ** 2)
-        return torch.mean((out.float() - (target - x0).float()) ** 2)
+        goal = target if self.options["prediction"] == "data" else target - x0
+        return torch.mean((net(torch.cat([xt, degraded], dim=1), t).float() - goal.float()) ** 2)
 
     def velocity(self, net, t, x, degraded):
         out = net(torch.cat([x, degraded], dim=1), t)
