@@ -57,7 +57,7 @@ rule example:
 rule calibrate:
     input:
         # ancient: a new test acquisition rewrites the manifest but must not refit (new val ones do)
-        manifest=ancient(rules.pair.output.manifest),
+        manifest=lambda w: ancient_while_done(rules.pair.output.manifest, rules.calibrate.output.calibration, w),
         images=converted("input", "val") + converted("target", "val"),
         val=expand(rules.predict.output.prediction, acquisition=VAL, allow_missing=True),
     output:

@@ -133,12 +133,15 @@ class Restorer:
 
     def _restore(self, y: torch.Tensor, block: Block, plan: Plan) -> BlockResult:
         cfg = self.cfg
-        origin = tuple(s.start for s in block.outer)
-        # A volume smaller than a tile is padded (reflect) up to the tile size.
-        size = tuple(max(n, t) for n, t in zip(y.shape, plan.tile))
-        if size != tuple(y.shape):
-            y = torch.from_numpy(_pad(y.cpu().numpy(), size))
+        # Tiles may pass the volume (its border, a volume smaller than a tile, the last aligned tile):
+        # the input is mirrored to cover them. `origin`: the global position of the padded input.
+        origin = tuple(min(s.start, min(t[a] for t in block.tiles)) for a, s in enumerate(block.outer))
+        pad = [(s.start - o, max(0, max(t[a] for t in block.tiles) + plan.tile[a] - s.stop))
+               for a, (s, o) in enumerate(zip(block.outer, origin))]
+        if any(any(p) for p in pad):
+            y = torch.from_numpy(_pad(y.cpu().numpy(), pad))
         y = y.to(self.device)[None, None]
+        size = tuple(y.shape[2:])
         tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
         layout = self._tile_layout(size, tiles, plan.tile, plan.overlap)
         core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
@@ -177,7 +180,12 @@ class Restorer:
         return BlockResult(mean, var, kept, prefixes)
 
 
-def _pad(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    pad = [(0, s - n) for n, s in zip(a.shape, size)]
-    mode = "reflect" if all(p < n for (_, p), n in zip(pad, a.shape)) else "edge"
-    return np.pad(a, pad, mode=mode)
+def _pad(a: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:
+    """Mirrored with the edge voxel repeated (numpy's symmetric: on an output grid f times the input's, a
+    pad that is a multiple of f stays whole input voxels); edge values where the volume is too thin to mirror."""
+    for axis, (p, n) in enumerate(zip(pad, a.shape)):
+        if any(p):
+            widths = [(0, 0)] * a.ndim
+            widths[axis] = p
+            a = np.pad(a, widths, mode="symmetric" if max(p) <= n else "edge")
+    return a
