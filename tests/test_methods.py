@@ -27,7 +27,7 @@ from flowrestore.training.loop import TRAIN_DEFAULTS
 def _net(method: Method, dims: int = 2) -> UNet:
     torch.manual_seed(0)
     return UNet(NetConfig(dims=dims, in_channels=method.in_channels(1), channels=8, multipliers=[1, 2],
-                          time=method.time_input))
+                          norm=method.net_norm, time=method.time_input))
 
 
 def _restore(method, net, seed: int, y: torch.Tensor) -> torch.Tensor:

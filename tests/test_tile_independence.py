@@ -81,8 +81,8 @@ def models(tmp_path_factory):
     data = make_acquisitions(root / "data", n=2, shape=SHAPE)
     fast = dict(steps=1, batch_size=1, patch_size=32, val_every=1, checkpoint_every=1, val_batches=1)
     out = {}
-    for method in ("regression", "guided_cfm"):
-        path = train_model(method, method, TINY_NET, fast, data[:1], data[1:], root / method)
+    for method in ("regression", "guided_cfm"):  # guided_cfm's net.norm auto is group, tile-dependent by choice
+        path = train_model(method, method, TINY_NET | {"norm": "channel"}, fast, data[:1], data[1:], root / method)
         payload = torch.load(path, weights_only=True)
         _, net, _ = checkpoint.load_model(path)
         payload["ema"] = randomised(net.requires_grad_(True)).state_dict()
@@ -147,7 +147,20 @@ def test_a_checkpoint_from_before_the_norm_setting_loads_as_the_network_that_wro
     x = torch.randn(1, net.config.in_channels, 32, 32)
     assert isinstance(net.head[0], torch.nn.GroupNorm)
     assert torch.equal(net(x), reference.eval()(x))
-    assert defaults("$defs.net")["norm"] != "group"  # the default is a norm that does not depend on the tile
+
+
+def test_net_norm_auto_is_the_methods_choice(tmp_path):
+    """The default network of every method but guided_cfm does not depend on the tile (README, bench/tiling.py)."""
+    assert defaults("$defs.net")["norm"] == "auto"
+    data = make_acquisitions(tmp_path / "data", n=2, shape=(64, 64))
+    fast = dict(steps=1, batch_size=1, patch_size=32, val_every=1, checkpoint_every=1, val_batches=1)
+    for method, norm in (("regression", "channel"), ("guided_cfm", "group")):
+        path = train_model(method, method, TINY_NET, fast, data[:1], data[1:], tmp_path / method)
+        _, net, identity = checkpoint.load_model(path)
+        assert identity["net"]["norm"] == norm
+        assert isinstance(net.head[0], torch.nn.GroupNorm) == (norm == "group")
+    with pytest.raises(ValueError, match="method's choice"):
+        UNet(NetConfig(norm="auto"))
 
 
 class PaddingShy(torch.nn.Module):

@@ -57,6 +57,8 @@ class Method(nn.Module):
       keeps autograd on.
     - `measurement`: the sampler applies a forward operator to its state itself (plug-and-play), so
       the engine passes `integrate` the input `y` and a keyed `noise(step)` for fresh noise per step.
+    - `net_norm`: what `net.norm: auto` means for this method (channel: the output does not depend
+      on predict.tile).
     Learned state (a kernel) lives in submodules/parameters of the method, so it is saved in the
     checkpoint's `method_state` and restored with `weights_only=True`.
     """
@@ -68,6 +70,7 @@ class Method(nn.Module):
     time_input: bool = True
     needs_grad: bool = False
     measurement: bool = False
+    net_norm: str = "channel"
 
     def __init__(self, options: dict | None = None, source=None):
         super().__init__()

@@ -27,7 +27,7 @@ class NetConfig:
     channels: int = _NET["channels"]  # width of the first level
     multipliers: list[int] = field(default_factory=lambda: list(_NET["multipliers"]))
     blocks: int = _NET["blocks"]  # residual blocks per level
-    norm: str = _NET["norm"]  # group, channel or none (see `_norm`)
+    norm: str = _NET["norm"]  # group, channel or none (see `_norm`); auto must be resolved by the method first
     padding: str = _NET["padding"]  # how convolutions extend a tile at its edges: zeros or reflect
     time: bool = True
 
@@ -77,6 +77,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return ChannelNorm(channels)
     if kind == "none":
         return nn.Identity()
+    if kind == "auto":
+        raise ValueError("net.norm auto is the method's choice: set NetConfig.norm to its Method.net_norm")
     raise ValueError(f"unknown net.norm {kind!r} (group, channel or none)")
 
 
