@@ -42,7 +42,7 @@ def main() -> None:
     device = resolve_device(args.device)
     method = get_method("guided_cfm")
     net = UNet(NetConfig(channels=args.channels, multipliers=args.multipliers, blocks=args.blocks,
-                         in_channels=2)).to(device)
+                         in_channels=2, norm=method.net_norm)).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     step = make_step(method, net, net, optimizer, scheduler, 1.0, args.amp and device.type == "cuda")

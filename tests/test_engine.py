@@ -158,7 +158,7 @@ def test_cuda_asked_where_there_is_none_is_refused_in_one_line(monkeypatch):
 @pytest.mark.parametrize("dims,fmt", [(2, torch.channels_last), (3, torch.channels_last_3d)])
 def test_autocast_only_on_cuda_and_the_network_channels_last(dims, fmt):
     method = get_method("guided_cfm")
-    net = UNet(NetConfig(dims=dims, channels=8, multipliers=[1, 2]))
+    net = UNet(NetConfig(dims=dims, channels=8, multipliers=[1, 2], norm="channel"))
     assert not Restorer(method, net, SamplingConfig(amp=True), torch.device("cpu")).autocast
     # Built for a CUDA device without one being present: the choice is made from the device's type.
     assert Restorer(method, net, SamplingConfig(amp=True), torch.device("cuda")).autocast

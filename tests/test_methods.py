@@ -27,7 +27,7 @@ from flowrestore.training.loop import TRAIN_DEFAULTS
 def _net(method: Method, dims: int = 2) -> UNet:
     torch.manual_seed(0)
     return UNet(NetConfig(dims=dims, in_channels=method.in_channels(1), channels=8, multipliers=[1, 2],
-                          time=method.time_input))
+                          norm=method.net_norm, time=method.time_input))
 
 
 def _restore(method, net, seed: int, y: torch.Tensor) -> torch.Tensor:
@@ -222,3 +222,25 @@ def test_relative_flow_reads_images_on_one_photon_scale():
     assert get_method("guided_cfm").normalization() is None and "normalization" not in get_method("guided_cfm").identity()
     with pytest.raises(InputError, match="sigma"):
         get_method("relative_flow", {"operator": "rician"})
+
+
+def test_data_prediction_follows_the_straight_path_to_the_predicted_image():
+    """x-prediction: v = (x1_hat - x_t) / (1 - t) is the path's velocity given x1_hat, so the solver's last
+    step lands on the network's prediction, and the loss is the MSE of the prediction against x1."""
+    from flowrestore.inference import solvers
+
+    clean = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    class Oracle(torch.nn.Module):  # predicts `clean` whatever it sees
+        def forward(self, x, t):
+            return clean.expand(x.shape[0], *clean.shape[1:])
+
+    method = get_method("guided_cfm", {"prediction": "data"})
+    degraded = torch.zeros_like(clean)
+    x0 = torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    for solver in ("euler", "midpoint"):
+        x1 = solvers.integrate(solver, method.field(Oracle(), degraded), x0, 8)
+        torch.testing.assert_close(x1, clean)
+    target = clean + 0.5
+    assert float(method.loss(Oracle(), target, degraded)) == pytest.approx(0.25)
+    assert float(get_method("guided_cfm").loss(Oracle(), clean, degraded)) > 0.1  # velocity target x1 - x0

@@ -589,3 +589,21 @@ def test_denoise_demo_rows_match_its_files(tmp_path):
         assert abs(z - 1) < 5 * np.sqrt(2 / x.size), (acq, z)
     plan = plan_pairs(data, rows)
     assert [p.split for p in plan] == [r[3] for r in rows] and plan[3].quality == "25 photons"
+
+@pytest.mark.parametrize("inp,tgt,factor", [((64, 60), (64, 60), (1, 1)), ((16, 15), (64, 60), (4, 4)),
+                                            ((8, 16, 15), (8, 64, 60), (1, 4, 4)), ((16, 15), (64, 30), None),
+                                            ((16, 16), (60, 64), None), ((4, 16, 16), (8, 32, 32), None)])
+def test_grid_factor_of_a_pair(inp, tgt, factor):
+    assert pairing.grid_factor(inp, tgt) == factor
+
+
+def test_super_resolution_pair_is_checked_on_the_input_grid(tmp_path):
+    from flowrestore.data.simulate_operators import write_known_demo
+
+    write_known_demo(tmp_path, 1, (64, 64), "super_resolution", factor=4, input_suffix="_lo.tif", target_suffix="_hi.tif")
+    row = check_pair(Pair("demo000", str(tmp_path / "demo000_lo.tif"), str(tmp_path / "demo000_hi.tif"), "train"))
+    assert row["shape"] == "16x16" and row["pixel_size"] == "0.1,0.1" and row["note"] == ""
+    hi = tifffile.imread(tmp_path / "demo000_hi.tif")
+    tifffile.imwrite(tmp_path / "shifted_hi.tif", np.roll(hi, 40, axis=1))  # 10 input pixels
+    with pytest.raises(InputError, match="shifted"):
+        check_pair(Pair("shifted", str(tmp_path / "demo000_lo.tif"), str(tmp_path / "shifted_hi.tif"), "train"))

@@ -29,7 +29,7 @@ def _references_only(acquisitions):
     return [replace(a, input_path=None) for a in acquisitions]
 
 
-@pytest.mark.parametrize("method", ["guided_cfm", "regression", "relative_flow", "reference_regression"])
+@pytest.mark.parametrize("method", ["guided_cfm", "regression", "relative_flow", "reference_regression", "flow_prior"])
 def test_training_writes_checkpoint_metrics_and_curve(tmp_path, data, method):
     if get_method(method).data == "targets":
         data = _references_only(data)

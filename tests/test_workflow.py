@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import zarr
 
 from flowrestore.data.pairing import assign_split, read_rows
 from flowrestore.inference.predict import read_prediction
@@ -77,6 +79,7 @@ RUNTIME_SETTINGS = {
     "predict.device": "predict: {device: cpu}",
     "predict.batch": "predict: {batch: 3}",
     "predict.group": "predict: {group: 1}",
+    "predict.shards": "predict: {shards: 2}",
 }
 
 
@@ -103,7 +106,22 @@ def test_one_more_acquisition_to_predict_plans_only_its_own_jobs(workdir):
     extra = workdir / "extra.yaml"  # its path is read from this file's folder
     extra.write_text("predict:\n  acquisitions: {extra1: data/demo000_wf.tif}\n")
     jobs = planned_jobs(workdir, configs=[extra])
-    assert jobs == {"predict_prepare": 2, "predict_shard": 2, "predict": 2, "all": 1}, jobs
+    assert jobs == {"predict_prepare": 2, "predict_shard": 2, "predict_shards_done": 2, "predict": 2, "all": 1}, jobs
+
+
+@pytest.mark.slow
+def test_a_requested_prediction_is_written_while_the_calibration_is_refitted(workdir, tmp_path):
+    # Snakemake alone ends such a run "100% done" having only refitted (snakemake/snakemake#4166).
+    work = tmp_path / "copy"
+    shutil.copytree(workdir, work, symlinks=True)
+    extra = work / "extra.yaml"
+    extra.write_text("predict:\n  acquisitions: {extra2: data/demo000_wf.tif}\ncalibrate: {bins: 7}\n")
+    target = "results/predict/hazematching/extra2.ome.zarr"
+    assert planned_jobs(work, target, configs=[extra]) == {"calibrate": 1, "predict_prepare": 1, "predict_shard": 1,
+                                                          "predict_shards_done": 1, "predict": 1}
+    snakemake(work, target, "--cores", "2", configs=[extra])
+    assert read_prediction(work / target)["std"].shape == (64, 64)
+    assert zarr.open_group(str(work / target), mode="r").attrs["flowrestore"]["calibration"]["method"] != "none"
 
 
 @pytest.mark.slow
@@ -115,7 +133,8 @@ def test_new_acquisition_runs_only_new_jobs(workdir):
     jobs = planned_jobs(workdir)
     # The new acquisition's own jobs (one per model for predictions), and the summaries that include it;
     # no training, no refit of the calibration (val is unchanged), and nothing for the acquisitions already done.
-    assert jobs == {"check_pair": 1, "pair": 1, "convert": 2, "predict_prepare": 2, "predict_shard": 2, "predict": 2,
+    assert jobs == {"check_pair": 1, "pair": 1, "convert": 2, "predict_prepare": 2, "predict_shard": 2,
+                    "predict_shards_done": 2, "predict": 2,
                     "example": 1, "evaluate": 1, "judge_calibration": 1, "report": 1, "all": 1}, jobs
     snakemake(workdir, "--cores", "2")
     assert name in {r["pair_id"] for r in read_rows(workdir / "results" / "pairs.tsv")}

@@ -120,12 +120,25 @@ def folder_of(manifest, name):
     return os.path.join(os.path.dirname(manifest), name)
 
 
+def ancient_while_done(path, output, wildcards):
+    """ancient(`path`) for a job whose `output` (a rule's output pattern, filled with `wildcards`) exists,
+    `path` itself for one that has to run.
+
+    ancient() keeps a finished output from being redone when `path` is rewritten. But Snakemake 9
+    never schedules a job with a missing output whose only link to a job that reruns is an
+    ancient() input: the run ends "100% done" without it (snakemake/snakemake#4166). A job whose
+    output is missing runs anyway, so there the plain input changes nothing else.
+    """
+    return ancient(path) if os.path.exists(output.format(**wildcards)) else path
+
+
 def calibration_for(wildcards):
     """The fitted calibration of a stochastic model, for every acquisition but those it is fitted on.
 
-    ancient(): refitting on new validation acquisitions applies to new predictions and does not
+    ancient: refitting on new validation acquisitions applies to new predictions and does not
     redo finished ones (each prediction's metadata records the calibration it carries).
     """
     if wildcards.model in STOCHASTIC and wildcards.acquisition not in VAL:
-        return {"calibration": ancient(f"{RESULTS}/calibration/{wildcards.model}/fit.json")}
+        fit = rules.calibrate.output.calibration.format(**wildcards)
+        return {"calibration": ancient_while_done(fit, rules.predict.output.prediction, wildcards)}
     return {}

@@ -21,6 +21,7 @@ rule evaluate:
         models={m: s["method"] for m, s in MODELS.items()},
         convert=lambda w, input: folder_of(input.manifest, "convert"),
         predict=lambda w, input: folder_of(input.manifest, "predict"),
+        settings={k: config["evaluate"][k] for k in ("psf_sigma", "rl_iterations")},
     log:
         f"{RESULTS}/logs/evaluate.log",
     message:
@@ -57,7 +58,7 @@ rule example:
 rule calibrate:
     input:
         # ancient: a new test acquisition rewrites the manifest but must not refit (new val ones do)
-        manifest=ancient(rules.pair.output.manifest),
+        manifest=lambda w: ancient_while_done(rules.pair.output.manifest, rules.calibrate.output.calibration, w),
         images=scored_images(VAL),
         val=expand(rules.predict.output.prediction, acquisition=VAL, allow_missing=True),
     output:

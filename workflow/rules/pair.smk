@@ -4,7 +4,9 @@ if config["demo"]["make"]:
         output:
             [path for pair in PAIRS for path in (pair.input, pair.target, pair.truth) if path],
         params:
-            demo=config["demo"],
+            # only the settings of the demo's kind: another kind's settings do not change its files
+            demo={k: v for k, v in config["demo"].items()
+                  if config["demo"]["kind"] in ("super_resolution", "deblur") or k not in ("factor", "sigma", "photons")},
             data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern", "truth_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",

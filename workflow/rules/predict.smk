@@ -49,10 +49,29 @@ rule predict_shard:
         "../../scripts/predict_shard.py"
 
 
+# One marker for all shards, so the gather's input set does not depend on predict.shards. This
+# job's own input set does; the second marker, named by the shard count, keeps it from being
+# replanned when only the count changes: Snakemake compares a job's recorded inputs only when every
+# output of it has a record, and a count not used before has none.
+rule predict_shards_done:
+    input:
+        expand(rules.predict_shard.output.done, shard=SHARDS, allow_missing=True),
+    output:
+        done=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.restored"),
+        by_count=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.restored-{len(SHARDS)}-shards"),
+    log:
+        f"{RESULTS}/logs/predict/{{model}}/{{acquisition}}.shards_done.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "touch {output} && echo 'all shards of {wildcards.acquisition} restored' > {log}"
+
+
 rule predict:
     input:
         unpack(calibration_for),
-        shards=expand(rules.predict_shard.output.done, shard=SHARDS, allow_missing=True),
+        restored=rules.predict_shards_done.output.done,
     output:
         prediction=directory(f"{RESULTS}/predict/{{model}}/{{acquisition}}.ome.zarr"),
     log:

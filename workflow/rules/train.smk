@@ -1,7 +1,7 @@
 rule train:
     input:
         # ancient: a new test acquisition rewrites the manifest but must not retrain the model
-        manifest=ancient(rules.pair.output.manifest),
+        manifest=lambda w: ancient_while_done(rules.pair.output.manifest, rules.train.output.checkpoint, w),
         images=training_images,
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/checkpoint.pt",

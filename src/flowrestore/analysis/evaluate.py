@@ -40,7 +40,7 @@ import zarr
 
 from . import metrics as M
 from ..atomic import atomic_output
-from ..config import defaults
+from ..config import defaults, settings as config_settings
 from ..errors import InputError
 from ..data.io import open_image
 from ..data.pairing import parse_pixel_size, read_rows
@@ -144,11 +144,11 @@ def to_target_units(x_norm: np.ndarray, target_norm: tuple[float, float]) -> np.
 def comparable(value: np.ndarray, norm: tuple[float, float], pair: TestPair, info: dict | None = None) -> np.ndarray:
     """An estimate stored in the raw units of the image restored, in the units it is scored in.
 
-    Against a truth, or from a model that reads every image on one scale (`info["normalization_fixed"]`),
+    Against a truth, or from a model that reads every image on one scale (`info["one_scale"]`),
     the raw units are already those of what it is scored against; otherwise it goes through normalised
     units, from its own percentiles `norm` into the target's.
     """
-    if pair.truth or (info or {}).get("normalization_fixed"):
+    if pair.truth or (info or {}).get("one_scale"):
         return value
     return to_target_units(normalised(value, *norm), pair.target_norm)
 
@@ -173,8 +173,31 @@ def _frc_pixel(pair: TestPair, unit: str) -> float:
     return lateral_pixel_size(pair.pixel_size) if unit == "µm" else 1.0
 
 
+def on_target_grid(image: np.ndarray, pair: TestPair, target_shape) -> tuple[np.ndarray, str]:
+    """The input on its target's grid and its label: as it is, or, for a target f times finer in Y and X,
+    cubic-spline (bicubic) interpolation on an area-aligned grid (each input pixel covers f x f target
+    pixels, as the pixel-integration operator has it: scipy's zoom with grid_mode=True)."""
+    from scipy import ndimage
+
+    from ..data.pairing import grid_factor
+
+    if tuple(image.shape) == tuple(target_shape):
+        return image, estimate_label(INPUT, INPUT, INPUT)
+    factor = grid_factor(tuple(image.shape), tuple(target_shape))
+    if factor is None:
+        check_shape(pair.input_path, image.shape, pair.target_path, target_shape)
+    fine = ndimage.zoom(image, factor, order=3, mode="grid-mirror", grid_mode=True).astype(np.float32)
+    return fine, f"input (bicubic x{factor[-1]})"
+
+
 def prediction_norm(info: dict, pair: TestPair) -> tuple[float, float]:
-    """The normalisation the network's output was mapped back with (the input's percentiles)."""
+    """The normalisation that brings a prediction to the network's units of the target.
+
+    Usually the input's percentiles (the network matches each target's percentiles). A model that reads
+    inputs and targets on one intensity scale (`one_scale`) restores into the target's own raw units, so
+    the target's percentiles are the ones to use."""
+    if info.get("one_scale"):
+        return pair.target_norm
     norm = info.get("normalization")
     if norm:
         return float(norm["low"]), float(norm["high"])
@@ -223,8 +246,10 @@ def estimate_label(model: str, method: str, estimate: str) -> str:
 # ----------------------------------------------------------------------------- whole split
 
 
-def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test") -> pd.DataFrame:
-    """One row per acquisition x estimate; `models` is {name: method}.
+def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test",
+             psf_sigma: float | None = None, rl_iterations: int = defaults("evaluate")["rl_iterations"]) -> pd.DataFrame:
+    """One row per acquisition x estimate; `models` is {name: method}. `psf_sigma` (pixels): also score
+    Wiener and Richardson-Lucy deconvolutions of the input with that Gaussian PSF (analysis.classical).
 
     Columns: acquisition, model, method, estimate, label, pixel_size_um, the metric columns
     (empty when missing) and `missing` ("column: reason; ...").
@@ -235,9 +260,15 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
     for pair in pairs:
         target = load_image(pair.target_path)
         pixel = _frc_pixel(pair, unit)
-        widefield = load_image(pair.input_path)
-        check_shape(pair.input_path, widefield.shape, pair.target_path, target.shape)
+        widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
         estimates = [(INPUT, INPUT, INPUT, comparable(widefield, pair.input_norm, pair), "")]
+        labels = {INPUT: input_label}
+        if psf_sigma:
+            from .classical import deconvolutions
+
+            for name, label, value in deconvolutions(widefield, psf_sigma, rl_iterations):
+                estimates.append((name, INPUT, "mmse", value, ""))
+                labels[name] = label
         del widefield
         for model, method in models.items():
             path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
@@ -257,7 +288,8 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
-                         "label": estimate_label(model, method, name), "quality": pair.quality,
+                         "label": labels[model] if model in labels else estimate_label(model, method, name),
+                         "quality": pair.quality,
                          "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
                         | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
@@ -397,9 +429,11 @@ def read_tsv(path) -> pd.DataFrame:
 
 
 def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out, summary_out, pd_out,
-        comparisons_out=None, quality_out=None) -> pd.DataFrame:
-    """The evaluate rule: all tables at once."""
-    table = evaluate(manifest, convert_dir, predict_dir, models)
+        comparisons_out=None, quality_out=None, settings: dict | None = None) -> pd.DataFrame:
+    """The evaluate rule: all tables at once. `settings`: the config's `evaluate` section (classical baselines)."""
+    settings = config_settings("evaluate", settings)
+    table = evaluate(manifest, convert_dir, predict_dir, models, psf_sigma=settings["psf_sigma"],
+                     rl_iterations=settings["rl_iterations"])
     summary = summarize(table)
     curve = perception_distortion(manifest, convert_dir, predict_dir, models)
     write_tsv(table, metrics_out)
@@ -424,7 +458,8 @@ def baselines(summary: pd.DataFrame) -> dict[str, dict]:
 def comparisons(table: pd.DataFrame, models: dict[str, str]) -> pd.DataFrame:
     """Paired per-image differences: each estimate vs the input, and each sampled MMSE vs each point estimator."""
     labels = {m: estimate_label(m, k, "mmse") for m, k in models.items()}
-    parts = [paired_differences(table, lab, estimate_label(INPUT, INPUT, INPUT)) for lab in labels.values()]
+    input_label = next(iter(table.loc[table["model"] == INPUT, "label"]), estimate_label(INPUT, INPUT, INPUT))
+    parts = [paired_differences(table, lab, input_label) for lab in labels.values()]
     for g, kg in models.items():
         for r, kr in models.items():
             if stochastic(kg) and not stochastic(kr):
@@ -463,14 +498,15 @@ def example_panels(pair: TestPair, predict_dir, models: dict[str, str], size: in
     target = load_image(pair.target_path)
     window = crop_window(target, size)
     target_n = normalised(target[window], *pair.target_norm)
-    out = {"window": window, "target": target_n,
-           "input": normalised(load_image(pair.input_path)[window], *pair.input_norm), "point": {}, "sampled": {}, "labels": {}}
+    widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
+    out = {"window": window, "target": target_n, "input_label": input_label,
+           "input": normalised(widefield[window], *pair.input_norm), "point": {}, "sampled": {}, "labels": {}}
     for model, method in models.items():
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)
         check_shape(path, info["shape"], pair.target_path, target.shape)
         # the normalisation that puts the estimate beside the target (see `comparable`)
-        raw = pair.truth or info.get("normalization_fixed")
+        raw = pair.truth or info.get("one_scale")
         low, high = pair.target_norm if raw else prediction_norm(info, pair)
         ch = read_channels(path, ["mmse", "std", "sample_0"])
         mmse = normalised(ch["mmse"][window], low, high)

@@ -73,7 +73,7 @@ def example_crops(panels: dict, path, title: str = "", pixel_size: float | None 
     uncertain = [v for g in panels["sampled"].values() for k, v in g.items() if k in ("std", "error") and v is not None]
     umax = max((float(np.percentile(u, 99.5)) for u in uncertain), default=1.0) or 1.0
     labels = panels.get("labels", {})
-    columns = [("input (widefield)", "input", None)] + [(labels.get(m, m), "point", m) for m in panels["point"]]
+    columns = [(panels.get("input_label", "input (widefield)"), "input", None)] + [(labels.get(m, m), "point", m) for m in panels["point"]]
     if panels["sampled"]:
         columns += [("posterior sample", "sample", None), ("MMSE (sample mean)", "mmse", None),
                     ("predicted std", "std", None)]

@@ -1,6 +1,8 @@
 """The built-in demos, chosen by `demo.kind`: their acquisitions known before they exist, and their writing.
 
 - haze: widefield/confocal pairs (simulate.write_demo), split by the name hash like your own data;
+- super_resolution, deblur: a known forward operator applied to a noise-free target
+  (simulate_operators.write_known_demo), split by the name hash;
 - denoise: photon-count references, lower-dose inputs and the truth (denoise_demo), splits set by the
   simulator.
 
@@ -15,7 +17,8 @@ from ..errors import InputError
 from . import denoise_demo
 from .simulate import write_demo
 
-ROLES = {"haze": ("input", "target"), "denoise": ("input", "target", "truth")}
+ROLES = {"haze": ("input", "target"), "super_resolution": ("input", "target"), "deblur": ("input", "target"),
+         "denoise": ("input", "target", "truth")}
 
 
 def _suffixes(demo: dict, data: dict, source=None) -> dict[str, str]:
@@ -45,5 +48,10 @@ def make_demo(demo: dict, data: dict) -> list[str]:
     shape = tuple(demo["shape"])
     if demo["kind"] == "denoise":
         return denoise_demo.write(data["folder"], demo["acquisitions"], shape, suffixes, seed=demo["seed"])
-    return write_demo(data["folder"], demo["acquisitions"], shape, seed=demo["seed"],
-                      input_suffix=suffixes["input"], target_suffix=suffixes["target"])
+    common = dict(seed=demo["seed"], input_suffix=suffixes["input"], target_suffix=suffixes["target"])
+    if demo["kind"] == "haze":
+        return write_demo(data["folder"], demo["acquisitions"], shape, **common)
+    from .simulate_operators import write_known_demo
+
+    return write_known_demo(data["folder"], demo["acquisitions"], shape, demo["kind"], factor=demo["factor"],
+                            sigma=demo["sigma"], photons=demo["photons"], **common)

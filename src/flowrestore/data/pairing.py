@@ -296,9 +296,11 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
              for role, path in (("target", pair.target), ("input", pair.input), ("truth", pair.truth)) if path}
     tgt = roles["target"]
     inp = roles.get("input", tgt)
-    if inp.shape != tgt.shape:
+    factor = grid_factor(inp.shape, tgt.shape)
+    if factor is None:
         raise InputError(pair.target, f"has shape {tgt.shape} but its input {pair.input} has shape {inp.shape}",
-                         "pair acquisitions of the same field of view and size (crop or resample one of them)")
+                         "pair acquisitions of the same field of view and size (crop or resample one of them), or, "
+                         "for super-resolution, a target whose Y and X are a whole multiple of the input's")
     if "truth" in roles and roles["truth"].shape != tgt.shape:
         raise InputError(pair.truth, f"has shape {roles['truth'].shape} but its target {pair.target} has shape {tgt.shape}",
                          "give the noiseless image of the same field of view and size")
@@ -316,25 +318,45 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
         stats[role] = percentiles(sample, low, high, img.path)
     stats.setdefault("input", stats["target"])
     if registration_tolerance is not None:
-        crop = _central_crop(tgt.shape, REGISTRATION_CROP)
-        (b,) = _compute(tgt.path, tgt.data[crop])
+        crop = _central_crop(inp.shape, REGISTRATION_CROP)
+        fine = tuple(slice(c.start * f, c.stop * f) for c, f in zip(crop, factor))
+        (b,) = _compute(tgt.path, tgt.data[fine])
+        b = _integrate(b.astype(np.float32), factor)  # a finer target is compared on the input's grid
         for role in (r for r in ("input", "truth") if r in roles):
-            (a,) = _compute(roles[role].path, roles[role].data[crop])
-            shift = _registration_shift(stats[role].apply(a.astype(np.float32)), stats["target"].apply(b.astype(np.float32)))
+            (a,) = _compute(roles[role].path, roles[role].data[fine if role == "truth" else crop])
+            a = _integrate(a.astype(np.float32), factor) if role == "truth" else a.astype(np.float32)
+            shift = _registration_shift(stats[role].apply(a), stats["target"].apply(b))
             if np.linalg.norm(shift) > registration_tolerance:
                 what = "its input" if role == "input" else f"its truth {pair.truth}"
-                raise InputError(pair.target, f"is shifted by {tuple(round(float(s), 1) for s in shift)} px against {what} "
-                                 f"(tolerance {registration_tolerance} px)",
+                raise InputError(pair.target, f"is shifted by {tuple(round(float(s), 1) for s in shift)} input px against "
+                                 f"{what} (tolerance {registration_tolerance} px)",
                                  "register the pair first, or raise data.registration_tolerance if the shift is expected")
     return {
         "pair_id": pair.acquisition, "split": pair.split, "input": pair.input or "", "target": pair.target,
         "truth": pair.truth or "", "quality": pair.quality,
         "axes": inp.axes, "shape": "x".join(map(str, inp.shape)), "dtype": str(inp.dtype),
-        "pixel_size": format_pixel_size(inp.pixel_size_um),
+        "pixel_size": format_pixel_size(tuple(None if p is None else p / f for p, f in zip(inp.pixel_size_um, factor))),
         "input_low": stats["input"].low, "input_high": stats["input"].high,
         "target_low": stats["target"].low, "target_high": stats["target"].high,
-        "note": _pixel_size_notes(inp, tgt),
+        "note": _pixel_size_notes(inp, tgt, factor),
     }
+
+
+def grid_factor(input_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Per axis, target voxels per input voxel: all 1 for a same-size pair, (.., f, f) for a target f times
+    finer in Y and X (super-resolution); None when the shapes are not so related."""
+    if len(input_shape) != len(target_shape) or any(t % i for i, t in zip(input_shape, target_shape)):
+        return None
+    factor = tuple(t // i for i, t in zip(input_shape, target_shape))
+    if set(factor[:-2]) - {1} or factor[-1] != factor[-2]:
+        return None
+    return factor
+
+
+def _integrate(a: np.ndarray, factor: tuple[int, ...]) -> np.ndarray:
+    """The mean over each block of `factor` voxels (physics.AreaDownsample on one array)."""
+    shape = [n for size, f in zip(a.shape, factor) for n in (size // f, f)]
+    return a.reshape(shape).mean(axis=tuple(range(1, 2 * a.ndim, 2)))
 
 
 def format_pixel_size(sizes: tuple[float | None, ...]) -> str:
@@ -351,13 +373,17 @@ def _differs(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and abs(a - b) > PIXEL_SIZE_TOLERANCE * max(a, b)
 
 
-def _pixel_size_notes(inp: Image, tgt: Image) -> str:
-    """One warning line per problem with the pair's pixel sizes, joined with " | "; logged too."""
+def _pixel_size_notes(inp: Image, tgt: Image, factor: tuple[int, ...] = ()) -> str:
+    """One warning line per problem with the pair's pixel sizes, joined with " | "; logged too.
+
+    `factor`: target voxels per input voxel per axis; the target's pixel size is expected that much smaller."""
     notes = [f"{img.path}: {img.note}" for img in ((inp, tgt) if inp is not tgt else (tgt,)) if img.note]
     a, b = inp.pixel_size_um, tgt.pixel_size_um
-    if any(_differs(x, y) for x, y in zip(a, b)):
+    factor = factor or (1,) * len(a)
+    scaled = f" once divided by the grid factor {'x'.join(map(str, factor))}" if max(factor) > 1 else ""
+    if any(_differs(x, None if y is None else y * f) for x, y, f in zip(a, b, factor)):
         notes.append(f"{tgt.path}: pixel size {format_pixel_size(b)} µm differs from {format_pixel_size(a)} µm of its "
-                     f"input {inp.path} by more than {PIXEL_SIZE_TOLERANCE:.0%}; the input's is used")
+                     f"input {inp.path} by more than {PIXEL_SIZE_TOLERANCE:.0%}{scaled}; the input's is used")
     for note in notes:
         log.warning("%s", note)
     return " | ".join(notes)

@@ -7,7 +7,9 @@ Two ways to stitch overlapping tiles:
 Posterior samples are done `group` at a time and merged into a running mean and variance
 (Chan et al.'s parallel Welford update), so memory holds `group` samples of a block, not K.
 The engine knows nothing about the method beyond its declarations (`stochastic`, `start`,
-`needs_grad`), its `velocity` and its `integrate` (the time grid).
+`needs_grad`, `measurement`), its `velocity` and its `integrate` (the time grid). A method with
+`measurement` (PnP-Flow) also gets, in `integrate`, the input y of what it integrates (the block, or
+a batch of tiles) and `noise(step)`: fresh noise keyed to (seed, sample, step, voxel position).
 """
 
 from __future__ import annotations
@@ -55,12 +57,24 @@ class Restorer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.method.velocity(self.net, t, x, y).float()
 
-    def _solve(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x at t = 1, or, for a method keeping its steps, the states stacked on the channel axis."""
+    def _solve(self, x0: torch.Tensor, y: torch.Tensor, boxes) -> torch.Tensor:
+        """Solve a batch of tiles to t = 1 (or, for a method keeping its steps, the states stacked on the
+        channel axis); boxes: per tile (sample, global origin), for keyed noise."""
         field = lambda t, x: self._velocity(t, x, y)  # noqa: E731
-        if self.state_count == 1:
-            return self.method.integrate(field, x0, self.cfg)
-        return torch.cat(self.method.states(field, x0, self.cfg), dim=1)
+        if self.state_count > 1:
+            return torch.cat(self.method.states(field, x0, self.cfg), dim=1)
+        return self.method.integrate(field, x0, self.cfg, **self._measured(y, boxes, tuple(x0.shape[2:])))
+
+    def _measured(self, y: torch.Tensor, boxes, size: tuple[int, ...]) -> dict:
+        """integrate's extra arguments for a method that declares `measurement`: y and noise(step)."""
+        if not self.method.measurement:
+            return {}
+        seed, device = self.cfg.seed, self.device
+
+        def noise(step: int) -> torch.Tensor:
+            return torch.stack([gaussian(seed, k, origin, size, device, step=step)[None] for k, origin in boxes])
+
+        return {"y": y, "noise": noise}
 
     def _start(self, ks, origin, size, y: torch.Tensor) -> torch.Tensor:
         """x at t = 0 for samples `ks`, shape (len(ks), 1, *size): what the method declares."""
@@ -96,8 +110,9 @@ class Restorer:
         return self._layout
 
     def _blend(self, fn, x: torch.Tensor, y: torch.Tensor, layout, channels: int | None = None) -> torch.Tensor:
-        """Apply fn(x_tiles, y_tiles) to every (sample, tile) in batches and blend into x's shape
-        (with `channels` channels: fn returns that many per tile).
+        """Apply fn(x_tiles, y_tiles, items) to every (sample, tile) in batches and blend into x's shape
+        (with `channels` channels: fn returns that many per tile); items: the batch's (sample index in x,
+        tile region) pairs.
 
         The tile batches and the accumulator are reused from call to call; the returned blend is a
         new tensor, because a solver may keep one velocity while it asks for the next (Heun)."""
@@ -113,7 +128,7 @@ class Restorer:
             for j, (k, r) in enumerate(chunk):
                 xb[j].copy_(x[k][(slice(None), *r)])
                 yb[j].copy_(y[0][(slice(None), *r)])
-            out = fn(xb, yb)
+            out = fn(xb, yb, chunk)
             for (k, r), o in zip(chunk, out):
                 acc[k][(slice(None), *r)] += o * weight
         return acc / wsum
@@ -125,12 +140,15 @@ class Restorer:
 
     def _restore(self, y: torch.Tensor, block: Block, plan: Plan) -> BlockResult:
         cfg = self.cfg
-        origin = tuple(s.start for s in block.outer)
-        # A volume smaller than a tile is padded (reflect) up to the tile size.
-        size = tuple(max(n, t) for n, t in zip(y.shape, plan.tile))
-        if size != tuple(y.shape):
-            y = torch.from_numpy(_pad(y.cpu().numpy(), size))
+        # Tiles may pass the volume (its border, a volume smaller than a tile, the last aligned tile):
+        # the input is mirrored to cover them. `origin`: the global position of the padded input.
+        origin = tuple(min(s.start, min(t[a] for t in block.tiles)) for a, s in enumerate(block.outer))
+        pad = [(s.start - o, max(0, max(t[a] for t in block.tiles) + plan.tile[a] - s.stop))
+               for a, (s, o) in enumerate(zip(block.outer, origin))]
+        if any(any(p) for p in pad):
+            y = torch.from_numpy(_pad(y.cpu().numpy(), pad))
         y = y.to(self.device)[None, None]
+        size = tuple(y.shape[2:])
         tiles = [tuple(o - b for o, b in zip(t, origin)) for t in block.tiles]
         layout = self._tile_layout(size, tiles, plan.tile, plan.overlap)
         core = tuple(slice(c.start - o, c.stop - o) for c, o in zip(block.core, origin))
@@ -139,12 +157,14 @@ class Restorer:
             ks = range(first, min(cfg.samples, first + cfg.group))
             x0 = self._start(ks, origin, size, y)
             if cfg.stitching == "tile":
-                x1 = self._blend(self._solve, x0, y, layout, x0.shape[1] * self.state_count)
+                x1 = self._blend(lambda xb, yb, items: self._solve(xb, yb, [
+                    (ks[k], tuple(o + r.start for o, r in zip(origin, region))) for k, region in items]),
+                    x0, y, layout, x0.shape[1] * self.state_count)
             else:
-                field = lambda t, x: self._blend(lambda xb, yb: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
+                field = lambda t, x: self._blend(lambda xb, yb, _: self._velocity(t[:1].expand(xb.shape[0]), xb, yb),  # noqa: E731
                                                  x, y, layout)
-                x1 = (self.method.integrate(field, x0, cfg) if self.state_count == 1
-                      else torch.cat(self.method.states(field, x0, cfg), dim=1))
+                x1 = (self.method.integrate(field, x0, cfg, **self._measured(y, [(k, origin) for k in ks], size))
+                      if self.state_count == 1 else torch.cat(self.method.states(field, x0, cfg), dim=1))
             if self.state_count > 1:  # deterministic: one sample, its earlier states on the channel axis
                 steps = [x1.detach()[0, i][core] for i in range(self.state_count - 1)]
                 x1 = x1[:, -1:]
@@ -172,7 +192,12 @@ class Restorer:
         return BlockResult(mean, var, kept, prefixes, steps)
 
 
-def _pad(a: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    pad = [(0, s - n) for n, s in zip(a.shape, size)]
-    mode = "reflect" if all(p < n for (_, p), n in zip(pad, a.shape)) else "edge"
-    return np.pad(a, pad, mode=mode)
+def _pad(a: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:
+    """Mirrored with the edge voxel repeated (numpy's symmetric: on an output grid f times the input's, a
+    pad that is a multiple of f stays whole input voxels); edge values where the volume is too thin to mirror."""
+    for axis, (p, n) in enumerate(zip(pad, a.shape)):
+        if any(p):
+            widths = [(0, 0)] * a.ndim
+            widths[axis] = p
+            a = np.pad(a, widths, mode="symmetric" if max(p) <= n else "edge")
+    return a

@@ -42,10 +42,14 @@ def _key(seed: int, sample: int, stream: int) -> int:
 
 
 def gaussian(seed: int, sample: int, origin: tuple[int, ...], shape: tuple[int, ...],
-             device: torch.device | str = "cpu") -> torch.Tensor:
-    """N(0, 1) float32 noise for the box `origin + [0, shape)` of global coordinates (may be negative)."""
+             device: torch.device | str = "cpu", step: int | None = None) -> torch.Tensor:
+    """N(0, 1) float32 noise for the box `origin + [0, shape)` of global coordinates (may be negative).
+
+    `step` None: the starting noise x0 of `sample`. A step k >= 0: the fresh noise a sampler draws at its
+    step k (PnP-Flow's re-noising), from its own pair of streams, so independent of x0 and of other steps.
+    """
     out = []
-    for stream in (0, 1):
+    for stream in (0, 1) if step is None else (2 + 2 * step, 3 + 2 * step):
         h = torch.tensor(_key(seed, sample, stream), dtype=torch.int64, device=device)
         for axis, (o, n) in enumerate(zip(origin, shape)):
             coords = torch.arange(o, o + n, dtype=torch.int64, device=device)

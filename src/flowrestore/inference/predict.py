@@ -31,7 +31,7 @@ from ..data.normalize import Normalization, measure
 from ..config import defaults, settings as config_settings
 from ..data.ome_zarr import channel_windows, finish_image
 from .sampling import SamplingConfig
-from .tiling import make_plan, size_problem, sizes
+from .tiling import make_plan, per_axis_values, size_problem, sizes
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,10 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     except ValueError as error:
         problem, fix = error.args
         raise InputError(image_path, f"has {ndim} axes ({image.axes}) but {problem}", fix) from None
+    border = per_axis_values(checked["border"], ndim)
+    if len(border) != ndim:
+        raise InputError(image_path, f"has {ndim} axes ({image.axes}) but predict.border gives {len(border)} values",
+                         "give one value, or one per axis")
     # Chunks no larger than a block, so that blocks (and shards) write disjoint chunk files.
     chunks = tuple(min(c, b) for c, b in zip(default_chunks(shape), block))
     keep = min(sampling.keep_samples, sampling.samples) if stochastic else 0
@@ -111,12 +115,11 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
         "input": os.path.abspath(image_path), "input_shape": list(image.shape), "grid_factor": list(grid),
         "shape": list(shape), "axes": image.axes,
         "pixel_size": [p / f for p, f in zip(image.pixel_size, grid)], "normalization": asdict(normalization),
-        "tile": list(tile), "overlap": list(overlap), "block": list(block),
+        "one_scale": bool(identity.get("normalization")),
+        "tile": list(tile), "overlap": list(overlap), "border": list(border), "block": list(block),
         "chunks": list(chunks), "factor": factor,
         "sampling": _without_runtime(asdict(sampling)) | {"keep_samples": keep},
         "channels": channel_names(stochastic, sampling, _state_count(identity)),
-        # on one scale (the model's), not the input's percentiles: the output is in the camera's units
-        "normalization_fixed": bool(identity.get("normalization")),
     }
     work = partial_path(output)
     plan_file = work / PLAN_FILE
@@ -165,7 +168,7 @@ def _without_runtime(sampling: dict) -> dict:
 
 def _tiling_plan(plan: dict):
     return make_plan(tuple(plan["shape"]), tuple(plan["tile"]), tuple(plan["overlap"]), tuple(plan["block"]),
-                     tuple(plan["chunks"]), plan["factor"], tuple(plan.get("grid_factor") or (1,) * len(plan["shape"])))
+                     tuple(plan["chunks"]), plan["factor"], border=tuple(plan["border"]))
 
 
 def _on_output_grid(y: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
@@ -256,8 +259,8 @@ def finalize(output, calibration=None) -> None:
     if done != len(blocks):
         raise InputError(work, f"only {done} of {len(blocks)} blocks are restored", "rerun the predict shards")
     group = zarr.open_group(str(work), mode="r+")
-    meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "sampling", "tile", "overlap", "channels")}
-    meta["normalization_fixed"] = plan.get("normalization_fixed", False)
+    meta = {k: plan[k] for k in ("model", "method", "input", "normalization", "one_scale", "sampling", "tile", "overlap",
+                                 "channels")}
     if "std" in plan["channels"]:
         meta["calibration"] = _calibrate_std(group["0"], plan, blocks, calibration)
     windows = channel_windows(group["0"], [block.core for block in blocks])

@@ -15,26 +15,31 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Evenly spread starts covering [0, length) with at least `overlap` between neighbours.
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1, border: int = 0) -> list[int]:
+    """Evenly spread starts covering [-border, length + border) with at least `overlap` between neighbours.
 
-    With `align` > 1 (length and tile multiples of it) every start is a multiple of `align`, and
-    the overlap may grow by up to `align` - 1 to keep the cover.
+    With `align` > 1 (the tile and `border` multiples of it) every start is a multiple of `align`,
+    the overlap may grow by up to `align` - 1, and the last tile may pass the end by up to
+    `align` - 1 more: a translation-equivariant network then sees every voxel at the same phase of
+    its down-sampling in any tiling. Where tiles pass the volume the engine pads its input.
     """
+    length += 2 * border
+    if align > 1:
+        length = -(-length // align) * align
     if length <= tile:
-        return [0]
+        return [-border]
     n = math.ceil((length - overlap) / (tile - overlap))
     if align == 1:
-        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+        return [round(i * (length - tile) / (n - 1)) - border for i in range(n)]
     units = (length - tile) // align
-    return [align * round(i * units / (n - 1)) for i in range(n)]
+    return [align * round(i * units / (n - 1)) - border for i in range(n)]
 
 
 @dataclass(frozen=True)
 class Block:
     index: int
     core: tuple[slice, ...]  # the voxels this block writes
-    outer: tuple[slice, ...]  # the voxels its tiles read (core plus what the tiles need around it)
+    outer: tuple[slice, ...]  # the voxels its tiles read (core plus what the tiles need around it, in the volume)
     tiles: tuple[tuple[int, ...], ...]  # global tile origins
 
 
@@ -53,7 +58,7 @@ class Plan:
             core = tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, self.block, self.shape))
             per_axis = [[t for t in starts if t < sl.stop and t + tl > sl.start]
                         for starts, sl, tl in zip(self.starts, core, self.tile)]
-            outer = tuple(slice(min(ts), min(max(ts) + tl, s)) for ts, tl, s in zip(per_axis, self.tile, self.shape))
+            outer = tuple(slice(max(0, min(ts)), min(max(ts) + tl, s)) for ts, tl, s in zip(per_axis, self.tile, self.shape))
             out.append(Block(index, core, outer, tuple(itertools.product(*per_axis))))
         return out
 
@@ -104,8 +109,8 @@ def sizes(settings: dict, ndim: int, factor=1) -> tuple[tuple[int, ...], tuple[i
         if value is None:
             value = section_schema("predict")["properties"][name]["by_dims"][str(ndim)]
             if name == "tile":
-                value = [-(-t // f) * f for t, f in zip(_axes(value, ndim), factors)]
-        value = _axes(value, ndim)
+                value = [-(-t // f) * f for t, f in zip(per_axis_values(value, ndim), factors)]
+        value = per_axis_values(value, ndim)
         if len(value) != ndim:
             raise ValueError(f"predict.{name} gives {len(value)} values ({list(value)}) for a {ndim}-D image",
                              "give one value, or one per axis (null: the default for the image's dimensionality)")
@@ -118,20 +123,28 @@ def sizes(settings: dict, ndim: int, factor=1) -> tuple[tuple[int, ...], tuple[i
     return out["tile"], out["overlap"], out["block"]
 
 
-def _axes(value, ndim: int) -> tuple[int, ...]:
+def per_axis_values(value, ndim: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * ndim
 
 
 def make_plan(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...], block: tuple[int, ...],
-              chunks: tuple[int, ...], factor=1, align: tuple[int, ...] | None = None) -> Plan:
-    """Tiles are shrunk to the volume (rounded up to a multiple of `factor`, one value or one per axis);
-    blocks to whole chunks; tile starts on multiples of `align` per axis (the output grid factor)."""
-    factors = tuple(factor) if isinstance(factor, (list, tuple)) else (factor,) * len(shape)
-    align = tuple(align) if align else (1,) * len(shape)
-    tile = tuple(min(t, -(-s // f) * f) for t, s, f in zip(tile, shape, factors))
+              chunks: tuple[int, ...], factor=1, align: tuple[int, ...] | None = None, border=0) -> Plan:
+    """Tiles are shrunk to the volume and its borders (rounded up to a multiple of `factor`, one value or
+    one per axis); blocks to whole chunks; tile starts on multiples of `align` per axis (None: of
+    `factor`, the network's down-sampling factor times the output grid's, so that a voxel's result
+    does not depend on where its tiles start). The tiles cover `border` voxels (one value or one per
+    axis, rounded up to a multiple of `align`) beyond each side of the volume, which the engine fills
+    by mirroring: the network then sees the image's edge as it sees its inside, not next to the
+    padding of its own convolutions."""
+    n = len(shape)
+    factors = tuple(factor) if isinstance(factor, (list, tuple)) else (factor,) * n
+    align = tuple(align) if align else factors
+    borders = tuple(border) if isinstance(border, (list, tuple)) else (border,) * n
+    borders = tuple(-(-b // a) * a for b, a in zip(borders, align))
+    tile = tuple(min(t, -(-(s + 2 * b) // f) * f) for t, s, b, f in zip(tile, shape, borders, factors))
     overlap = tuple(min(o, t // 2) for o, t in zip(overlap, tile))
     block = tuple(max(c, (b // c) * c) for b, c in zip(block, chunks))
-    starts = tuple(tuple(tile_starts(s, t, o, a)) for s, t, o, a in zip(shape, tile, overlap, align))
+    starts = tuple(tuple(tile_starts(*a)) for a in zip(shape, tile, overlap, align, borders))
     return Plan(tuple(shape), tile, overlap, block, starts)
 
 

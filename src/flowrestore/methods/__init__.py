@@ -9,4 +9,4 @@ test checks the two lists agree).
 from __future__ import annotations
 
 from .base import METHODS, Method, get_method, method_class, register  # noqa: F401
-from . import guided_cfm, reference_regression, regression, relative_flow  # noqa: F401  (registration)
+from . import flow_prior, guided_cfm, reference_regression, regression, relative_flow  # noqa: F401  (registration)

@@ -55,6 +55,10 @@ class Method(nn.Module):
     - `time_input`: the network takes t.
     - `needs_grad`: sampling differentiates (through the network or an operator), so the engine
       keeps autograd on.
+    - `measurement`: the sampler applies a forward operator to its state itself (plug-and-play), so
+      the engine passes `integrate` the input `y` and a keyed `noise(step)` for fresh noise per step.
+    - `net_norm`: what `net.norm: auto` means for this method (channel: the output does not depend
+      on predict.tile).
     Learned state (a kernel) lives in submodules/parameters of the method, so it is saved in the
     checkpoint's `method_state` and restored with `weights_only=True`.
     """
@@ -65,6 +69,8 @@ class Method(nn.Module):
     start: str = "noise"
     time_input: bool = True
     needs_grad: bool = False
+    measurement: bool = False
+    net_norm: str = "channel"
 
     def __init__(self, options: dict | None = None, source=None):
         super().__init__()

@@ -15,6 +15,10 @@ from ..methods import get_method
 from .nets import NetConfig, UNet
 
 
+# The network of a checkpoint written before these net settings existed (it names none of them).
+WRITTEN_BEFORE_SETTINGS = {"norm": "group", "padding": "zeros"}
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -48,7 +52,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
     try:
         method = get_method(identity["method"], identity.get("options"), path)
         method.load_state_dict(payload.get("method_state", {}))
-        net = UNet(NetConfig(**identity["net"]))
+        net = UNet(NetConfig(**{**WRITTEN_BEFORE_SETTINGS, **identity["net"]}))
         net.load_state_dict(payload["ema"])
     except Exception as exc:  # whatever field is missing, mistyped or of another shape
         raise InputError(path, f"does not match the network it declares ({_brief(exc)})",

@@ -27,6 +27,8 @@ class NetConfig:
     channels: int = _NET["channels"]  # width of the first level
     multipliers: list[int] = field(default_factory=lambda: list(_NET["multipliers"]))
     blocks: int = _NET["blocks"]  # residual blocks per level
+    norm: str = _NET["norm"]  # group, channel or none (see `_norm`); auto must be resolved by the method first
+    padding: str = _NET["padding"]  # how convolutions extend a tile at its edges: zeros or reflect
     time: bool = True
 
     @property
@@ -38,12 +40,46 @@ class NetConfig:
         return asdict(self)
 
 
-def _conv(dims: int):
-    return nn.Conv2d if dims == 2 else nn.Conv3d
+def _conv(dims: int, padding: str):
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+
+    def make(cin: int, cout: int, kernel: int, **kwargs) -> nn.Module:
+        return conv(cin, cout, kernel, padding_mode=padding, **kwargs)
+
+    return make
 
 
-def _groups(channels: int) -> int:
-    return math.gcd(channels, 8)
+class ChannelNorm(nn.Module):
+    """Layer norm over the channels of each voxel (NAFNet's LayerNorm2d, ConvNeXt's channels-first
+    LayerNorm): its statistics are those of one voxel's features, so a tiled image gives the same
+    result as a whole one, unlike GroupNorm's statistics over the tile's extent.
+    Input (N, C, *spatial); weight and bias (C,), named as GroupNorm's."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        order = (0, *range(2, x.ndim), 1)  # channels last: free for a channels_last tensor
+        h = F.layer_norm(x.permute(order), (x.shape[1],), self.weight, self.bias, self.eps)
+        return h.permute(0, x.ndim - 1, *range(1, x.ndim - 1))
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """group: GroupNorm (statistics over the tile: the output depends on the tile size);
+    channel: ChannelNorm (per voxel); none: no normalisation (the zero-initialised last convolution
+    of each residual block keeps training stable, as in SkipInit, De & Smith 2020)."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    if kind == "auto":
+        raise ValueError("net.norm auto is the method's choice: set NetConfig.norm to its Method.net_norm")
+    raise ValueError(f"unknown net.norm {kind!r} (group, channel or none)")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -55,14 +91,14 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, dims: int, cin: int, cout: int, temb: int | None):
+    def __init__(self, dims: int, cin: int, cout: int, temb: int | None, norm: str, padding: str):
         super().__init__()
-        conv = _conv(dims)
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        conv = _conv(dims, padding)
+        self.norm1 = _norm(norm, cin)
         self.conv1 = conv(cin, cout, 3, padding=1)
         # Scale and shift from the time embedding (FiLM): cheap and effective for flow nets.
         self.time = nn.Linear(temb, 2 * cout) if temb else None
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = _norm(norm, cout)
         self.conv2 = conv(cout, cout, 3, padding=1)
         self.skip = conv(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
@@ -81,7 +117,7 @@ class UNet(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
         self.config = c = config
-        conv = _conv(c.dims)
+        conv = _conv(c.dims, c.padding)
         temb = 4 * c.channels if c.time else None
         if c.time:
             self.time_mlp = nn.Sequential(nn.Linear(c.channels, temb), nn.SiLU(), nn.Linear(temb, temb))
@@ -94,26 +130,26 @@ class UNet(nn.Module):
         for level, w in enumerate(widths):
             blocks = nn.ModuleList()
             for _ in range(c.blocks):
-                blocks.append(ResBlock(c.dims, cin, w, temb))
+                blocks.append(ResBlock(c.dims, cin, w, temb, c.norm, c.padding))
                 cin = w
             self.down.append(blocks)
             skips.append(w)
             if level < len(widths) - 1:
                 self.downsample.append(conv(w, w, 3, stride=2, padding=1))
-        self.mid = ResBlock(c.dims, cin, cin, temb)
+        self.mid = ResBlock(c.dims, cin, cin, temb, c.norm, c.padding)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for level in reversed(range(len(widths))):
             w = widths[level]
             blocks = nn.ModuleList()
             for i in range(c.blocks):
-                blocks.append(ResBlock(c.dims, cin + (skips[level] if i == 0 else 0), w, temb))
+                blocks.append(ResBlock(c.dims, cin + (skips[level] if i == 0 else 0), w, temb, c.norm, c.padding))
                 cin = w
             self.up.append(blocks)
             if level > 0:
                 self.upsample.append(conv(w, widths[level - 1], 3, padding=1))
                 cin = widths[level - 1]
-        self.head = nn.Sequential(nn.GroupNorm(_groups(cin), cin), nn.SiLU(), conv(cin, c.out_channels, 3, padding=1))
+        self.head = nn.Sequential(_norm(c.norm, cin), nn.SiLU(), conv(cin, c.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         emb = None

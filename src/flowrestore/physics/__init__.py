@@ -8,6 +8,7 @@ property tests of tests/test_physics.py (adjointness in float64; mean and varian
 """
 
 from .base import LinearOperator, Operator, adjointness_error  # noqa: F401
+from .compose import Compose  # noqa: F401
 from .blur import Blur, GaussianBlur, LearnableBlur, gaussian_kernel  # noqa: F401
 from .downsample import AreaDownsample, AxialDownsample  # noqa: F401
 from .identity import Identity  # noqa: F401
@@ -23,6 +24,7 @@ OPERATORS = {
     "learnable_blur": lambda dims: LearnableBlur(5, dims=dims),
     "area_downsample": lambda dims: AreaDownsample(2, dims=dims),
     "axial_downsample": lambda dims: AxialDownsample(2) if dims == 3 else None,
+    "blur_then_area": lambda dims: Compose([GaussianBlur(1.0, dims=dims), AreaDownsample(2, dims=dims)]),
 }
 NOISE_MODELS = {
     "gaussian": lambda: GaussianNoise(0.3),

@@ -137,8 +137,10 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
         train_acquisitions, val_acquisitions = ([replace(a, input_norm=fixed, target_norm=fixed) for a in acqs]
                                                 for acqs in (train_acquisitions, val_acquisitions))
     dims = len(open_shape(train_acquisitions[0], targets_only))
-    netcfg = NetConfig(**{**settings("$defs.net", net_config), "dims": dims, "in_channels": method.in_channels(1),
-                          "time": method.time_input})
+    net_settings = settings("$defs.net", net_config)
+    if net_settings["norm"] == "auto":
+        net_settings["norm"] = method.net_norm
+    netcfg = NetConfig(**{**net_settings, "dims": dims, "in_channels": method.in_channels(1), "time": method.time_input})
     patch = _patch_shape(cfg["patch_size"], dims)
     if any(p % netcfg.factor for p in patch):
         raise InputError(None, f"train.patch_size {patch} is not a multiple of {netcfg.factor}",

@@ -1,0 +1,68 @@
+"""Demo acquisitions degraded by a known forward operator (`demo.kind` super_resolution or deblur).
+
+The clean image is the demo's ground truth (filaments, vesicles, nuclei: `simulate.render_truth`) seen
+through the in-focus PSF, plus a background, at `photons` photo-electrons per unit intensity, without
+noise: the target. The input is that image through the same operator the restoration uses
+(`flowrestore.physics`): pixel integration by `factor` (super_resolution: each input pixel is the mean
+of factor x factor target pixels, at the same photons per unit intensity) or a Gaussian blur of std
+`sigma` target pixels (deblur), then Poisson shot noise and Gaussian read noise (`PoissonGaussian`).
+Inputs and targets share one intensity scale (photo-electrons), so [0, photons] read as [0, 1] is a
+fixed normalisation for both (flow_prior's `range`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..physics import AreaDownsample, GaussianBlur
+from .simulate import Microscope, _blur, _noisy, _tiff_bytes, _to_uint16, _write_if_changed, render_truth
+
+KINDS = ("super_resolution", "deblur")
+
+
+def operator_of(kind: str, dims: int, factor: int, sigma: float):
+    if kind == "super_resolution":
+        return AreaDownsample(factor, dims=dims)
+    if kind == "deblur":
+        return GaussianBlur(sigma, dims=dims)
+    raise ValueError(f"unknown demo kind {kind!r}; choose one of {KINDS}")
+
+
+def make_known_pair(shape: tuple[int, ...], rng: np.random.Generator, kind: str, factor: int = 4, sigma: float = 2.0,
+                    photons: float = 1000.0, microscope: Microscope = Microscope()) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) uint16 photo-electron counts: target `shape`, input `shape` / factor in Y, X for
+    super_resolution, `shape` for deblur."""
+    truth = render_truth(shape, rng)
+    clean = (_blur(truth, microscope.focus_sigma) + np.float32(microscope.background)) * np.float32(photons)
+    op = operator_of(kind, len(shape), factor, sigma).double()
+    with torch.no_grad():
+        expected = op.A(torch.from_numpy(clean.astype(np.float64))[None, None])[0, 0].numpy()
+    noisy = _noisy(expected / photons, photons, microscope.read_noise, rng)
+    return _to_uint16(noisy), _to_uint16(clean)
+
+
+def write_known_demo(folder: str | os.PathLike, n_acquisitions: int, shape: tuple[int, ...], kind: str, seed: int = 0,
+                     factor: int = 4, sigma: float = 2.0, photons: float = 1000.0, input_suffix: str = "_wf.tif",
+                     target_suffix: str = "_confocal.tif", prefix: str = "demo", pixel_size: float = 0.1) -> list[str]:
+    """Write `n_acquisitions` OME-TIFF pairs into `folder` (target pixel size `pixel_size` µm; the input's
+    is `factor` times larger for super_resolution). Acquisition i is seeded with (seed, i); files whose
+    bytes do not change are left alone. Returns the sorted acquisition ids."""
+    shape = tuple(int(s) for s in shape)
+    if kind == "super_resolution" and any(n % factor for n in shape[-2:]):
+        raise ValueError(f"demo.shape {shape} is not a multiple of demo.factor {factor} in Y and X")
+    axes = "ZYX"[-len(shape):]
+    target_size = (0.3, pixel_size, pixel_size)[-len(shape):]
+    grid = (1,) * (len(shape) - 2) + ((factor, factor) if kind == "super_resolution" else (1, 1))
+    input_size = tuple(p * f for p, f in zip(target_size, grid))
+    os.makedirs(folder, exist_ok=True)
+    ids = []
+    for i in range(n_acquisitions):
+        acq = f"{prefix}{i:03d}"
+        pair = make_known_pair(shape, np.random.default_rng([seed, i]), kind, factor, sigma, photons)
+        for data, suffix, size in zip(pair, (input_suffix, target_suffix), (input_size, target_size)):
+            _write_if_changed(os.path.join(os.fspath(folder), acq + suffix), _tiff_bytes(data, axes, size, acq + suffix))
+        ids.append(acq)
+    return sorted(ids)
