@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,6 +62,19 @@ def snakemake_command(workdir: Path, *args: str, configfiles=()) -> list[str]:
     command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
     files = [f for c in map(Path, configfiles) for f in ([c, data_config(workdir)] if c == TINY else [c])]
     return command + ["--configfile", *map(str, files)] if files else command
+
+
+def run_snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True,
+                  configs=()) -> subprocess.CompletedProcess:
+    """Snakemake on `workdir` with `config` (a tiny demo config), `workdir/data.yaml` (data.folder: data),
+    then `configs`; raises with the run's output tail when `check` and it fails."""
+    files = [config, data_config(workdir), *configs]
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args,
+                             "--configfile", *map(str, files)],
+                            capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
 
 
 def digests(*roots: Path) -> dict[str, str]:

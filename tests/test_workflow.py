@@ -15,7 +15,7 @@ from flowrestore.data.pairing import assign_split, read_rows
 from flowrestore.inference.predict import read_prediction
 from flowrestore.data.simulate import write_demo
 
-from fixtures import data_config
+from fixtures import run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
@@ -23,13 +23,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, configs=()) -> subprocess.CompletedProcess:
-    """Snakemake on `workdir` with the tiny config, `workdir/data.yaml` (data.folder: data), then `configs`."""
-    files = [TINY, data_config(workdir), *configs]
-    result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args, "--configfile", *map(str, files)],
-                            capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+    return run_snakemake(workdir, *args, config=TINY, check=check, configs=configs)
 
 
 def planned_jobs(workdir: Path, *args: str, configs=()) -> dict[str, int]:
