@@ -126,6 +126,9 @@ def test_calibrate_model_on_prediction_files(tmp_path):
     assert summary["val"]["acquisitions"] == ["v0", "v1"] and summary["test"]["acquisitions"] == ["t0", "t1"]
     assert summary["val"]["pixels"] == 2 * 96 * 96
     assert list(bins.columns) == C.BIN_COLUMNS and set(bins["split"]) == {"val", "test"}
+    rows = summary["test"]["per_acquisition"]
+    assert [r["acquisition"] for r in rows] == ["t0", "t1"]
+    assert all(r["uce_before"] == pytest.approx(0.5, abs=0.05) and r["uce_after"] < 0.08 for r in rows)
     C.write_json(summary, tmp_path / "hm_test.json")
     back = json.loads((tmp_path / "hm_test.json").read_text())
     assert back["method"] == "linear" and back["calibration"]["params"].keys() == {"a", "b"}
@@ -228,3 +231,20 @@ def test_regression_model_cannot_be_calibrated(tmp_path):
     run = make_run(tmp_path, test=1, val=1)
     with pytest.raises(InputError, match="no std_raw channel"):
         C.collect(pairs_of_split(run["manifest"], run["convert"], "val"), run["predict"], "reg", "val")
+
+
+def test_per_acquisition_pixels_show_the_spread_a_pooled_uce_hides():
+    # acquisition a: std equals the error spread (UCE 0); b: std half of it (RMV/RMSE = 0.5, UCE 0.5)
+    rng = np.random.default_rng(3)
+    std = rng.uniform(0.02, 0.1, 40_000)
+    error = rng.normal(0, std)
+    owner = np.repeat([0, 1], 20_000).astype(np.int32)
+    shown = np.where(owner == 0, std, std / 2)
+    pixels = C.Pixels("test", ("a", "b"), shown, error, owner=owner)
+    parts = dict(C.by_acquisition(pixels))
+    assert parts.keys() == {"a", "b"} and parts["a"].std.size == parts["b"].std.size == 20_000
+    identity = C.Calibration("linear", {"a": 1.0, "b": 0.0}, "val", ("v",), 0)
+    uce = {name: C._judgement(identity, part, 20, False).uce_before for name, part in parts.items()}
+    assert uce["a"] == pytest.approx(0.0, abs=0.03) and uce["b"] == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="owner"):
+        C.by_acquisition(C.Pixels("test", ("a",), std, error))

@@ -1,6 +1,7 @@
 """The HTML report: self-contained, every figure embedded, and it renders in a real browser."""
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -73,6 +74,10 @@ def test_report_holds_tables_numbers_config_and_captions(report):
     assert "PSNR gain over the widefield input" in html
     assert "UCE test after" in html and "calibrated std = a * std + b" in html
     assert "What the std map of hm means" in html and "inside the central 95%" in html
+    per_acquisition = html.split('class="per-acquisition"')[1].split("</table>")[0]
+    rows = json.loads((report[0].parent.parent / "hm.json").read_text())["test"]["per_acquisition"]
+    assert rows and per_acquisition.count("<tr>") == 1 + len(rows)
+    assert all(f">{r['acquisition']}<" in per_acquisition for r in rows)
     assert "the samples' own quantiles" not in html  # only one of the K=4 samples was kept
     assert "demo:\n  make: true" in html  # the run's config as YAML
     assert "&amp;id0" not in html and "*id0" not in html  # written out in full, no YAML aliases

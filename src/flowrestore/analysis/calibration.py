@@ -68,6 +68,7 @@ class Pixels:
     samples: int = 0  # K posterior samples behind each std (for small-K corrections)
     # per central interval level (0.68, 0.95): is the target inside the samples' empirical interval?
     inside: dict[float, np.ndarray] | None = field(default=None, repr=False)
+    owner: np.ndarray | None = field(default=None, repr=False)  # per pixel, its index into `acquisitions`
 
     def __post_init__(self):
         if self.std.shape != self.error.shape or self.std.ndim != 1:
@@ -85,7 +86,7 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
         raise InputError(None, f"no {split} acquisitions to calibrate {model} on",
                          f"hold out acquisitions for the {split} split (data.split.{split})")
     per_image = max(1, math.ceil(max_pixels / len(pairs)))
-    stds, errors, inside, samples = [], [], {}, set()
+    stds, errors, owners, inside, samples = [], [], [], {}, set()
     for i, pair in enumerate(pairs):
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)
@@ -115,12 +116,27 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
             keep = np.random.default_rng([seed, i]).choice(std_n.size, per_image, replace=False)
         stds.append(std_n[keep])
         errors.append(err[keep])
+        owners.append(np.full(errors[-1].size, i, dtype=np.int32))
         for level, hit in hits.items():
             inside.setdefault(level, []).append(hit.ravel()[keep])
     complete = inside and all(len(v) == len(pairs) for v in inside.values())
     return Pixels(split, tuple(p.acquisition for p in pairs), np.concatenate(stds), np.concatenate(errors),
                   min(samples) if samples else 0,
-                  {level: np.concatenate(v) for level, v in inside.items()} if complete else None)
+                  {level: np.concatenate(v) for level, v in inside.items()} if complete else None,
+                  np.concatenate(owners))
+
+
+def by_acquisition(pixels: Pixels) -> list[tuple[str, Pixels]]:
+    """The pixels of each acquisition on its own (the spread a pooled figure hides); needs `owner`."""
+    if pixels.owner is None:
+        raise ValueError("these pixels do not record their acquisition (Pixels.owner)")
+    out = []
+    for i, name in enumerate(pixels.acquisitions):
+        mine = pixels.owner == i
+        inside = None if pixels.inside is None else {lv: hit[mine] for lv, hit in pixels.inside.items()}
+        out.append((name, Pixels(pixels.split, (name,), pixels.std[mine], pixels.error[mine], pixels.samples,
+                                 inside, np.zeros(int(mine.sum()), np.int32))))
+    return out
 
 
 # ----------------------------------------------------------------------------- bins and UCE
@@ -451,6 +467,11 @@ def judge_model(fitted: dict, test_pairs: list[TestPair], predict_dir, max_pixel
     summary = {k: v for k, v in fitted.items() if k != "val"}
     summary["val"] = {k: v for k, v in fitted["val"].items() if k != "bins_table"}
     summary["test"] = {"acquisitions": list(test.acquisitions), "pixels": int(test.std.size), **_figures(on_test)}
+    summary["test"]["per_acquisition"] = [
+        {"acquisition": name, "uce_before": j.uce_before, "uce_after": j.uce_after,
+         "coverage_after": _percent(j.coverage_after)}
+        for name, j in ((name, _judgement(calibration, part, fitted["bins"], in_sample=False))
+                        for name, part in by_acquisition(test))]
     summary["sentence"] = plain_sentence(on_test)
     table = pd.concat([pd.DataFrame.from_records(fitted["val"]["bins_table"], columns=BIN_COLUMNS),
                        on_test.bins[BIN_COLUMNS]], ignore_index=True)

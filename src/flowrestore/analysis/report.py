@@ -53,6 +53,10 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def _mean_std(mean, std, digits) -> str:
     if mean is None or (isinstance(mean, float) and not math.isfinite(mean)):
         return "missing"
@@ -242,6 +246,11 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
             "ratio": _number(test["error_ratio"], 2),
             "test_cls": "good" if test["uce_after"] is not None and test["uce_after"] <= 0.05 else "bad",
             "coverage": _coverage_rows(test["coverage"]),
+            "per_acquisition": [{"acquisition": a["acquisition"], "uce_before": _number(a["uce_before"], 3),
+                                 "uce_after": _number(a["uce_after"], 3),
+                                 "c68": _share((a.get("coverage_after") or {}).get("68")),
+                                 "c95": _share((a.get("coverage_after") or {}).get("95"))}
+                                for a in test.get("per_acquisition", [])],
             "samples_note": "" if test["coverage"]["samples"] else
             "The samples' own intervals are not shown: the predictions did not keep all their samples "
             "(set predict.keep_samples to predict.samples).",
