@@ -62,7 +62,7 @@ def pixels(split: str, items: list, k: int):
 
     from flowrestore.analysis.evaluate import load_image, normalised, prediction_info, prediction_norm, read_channels
 
-    stds, errors, inside = [], [], {}
+    stds, errors, means, inside = [], [], [], {}
     for pair, path in items:
         info = prediction_info(path)
         names = [f"sample_{i}" for i in range(k)]
@@ -73,10 +73,12 @@ def pixels(split: str, items: list, k: int):
         mmse, std, covered = sample_statistics(samples, target)
         stds.append(std.ravel())
         errors.append((mmse - target).ravel())
+        means.append(mmse.ravel())
         for level, hit in covered.items():
             inside.setdefault(level, []).append(hit.ravel())
     return Pixels(split, tuple(p.acquisition for p, _ in items), np.concatenate(stds), np.concatenate(errors),
-                  samples=k, inside={level: np.concatenate(v) for level, v in inside.items()})
+                  samples=k, inside={level: np.concatenate(v) for level, v in inside.items()},
+                  intensity=np.concatenate(means))
 
 
 def main() -> None:
@@ -92,7 +94,7 @@ def main() -> None:
     os.makedirs(cache, exist_ok=True)
     items = predictions(args.results, args.model, cache, args.device)
     print(f"model {args.model}: fit on {len(items['val'])} val, judged on {len(items['test'])} test acquisitions")
-    header = (f"{'K':>3} {'method':<10} {'UCE before':>10} {'UCE after':>9} {'cov68 gauss':>11} {'cov95 gauss':>11} "
+    header = (f"{'K':>3} {'method':<18} {'UCE before':>10} {'UCE after':>9} {'cov68 gauss':>11} {'cov95 gauss':>11} "
               f"{'cov68 samples':>13} {'cov95 samples':>13}")
     print(header)
     print("-" * len(header))
@@ -102,7 +104,7 @@ def main() -> None:
             calibration, _ = fit(val, method)
             verdict = judge(calibration, test)
             gauss = verdict.coverage_after
-            print(f"{k:>3} {method:<10} {verdict.uce_before:>10.3f} {verdict.uce_after:>9.3f} "
+            print(f"{k:>3} {method:<18} {verdict.uce_before:>10.3f} {verdict.uce_after:>9.3f} "
                   f"{gauss[0.68]:>11.1%} {gauss[0.95]:>11.1%} "
                   f"{test.inside[0.68].mean():>13.1%} {test.inside[0.95].mean():>13.1%}", flush=True)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from flowrestore.analysis import calibration as C
 from flowrestore.errors import InputError
-from flowrestore.analysis.evaluate import pairs_of_split
+from flowrestore.analysis.evaluate import load_image, pairs_of_split
 
 from test_evaluate import make_run
 
@@ -211,11 +212,12 @@ def test_samples_quantiles_of_a_perfect_sampler_cover_less_than_their_level():
 
 def test_calibration_survives_json_and_refuses_another_k(tmp_path):
     val, _ = gaussian_toy("val", 8, n=20_000)
+    val = dataclasses.replace(val, intensity=np.random.default_rng(5).uniform(0, 1, val.std.size))
     for method in C.METHODS:
         calibration, _ = C.fit(val, method)
         C.write_json({"calibration": calibration.to_json()}, tmp_path / f"{method}.json")
         back = C.load(tmp_path / f"{method}.json")
-        assert np.allclose(back.apply(val.std), calibration.apply(val.std))
+        assert np.allclose(back.apply(val.std, val.intensity), calibration.apply(val.std, val.intensity))
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(InputError, match="broken.json.*rerun rule calibrate"):
         C.load(tmp_path / "broken.json")
@@ -248,3 +250,46 @@ def test_per_acquisition_pixels_show_the_spread_a_pooled_uce_hides():
     assert uce["a"] == pytest.approx(0.0, abs=0.03) and uce["b"] == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ValueError, match="owner"):
         C.by_acquisition(C.Pixels("test", ("a",), std, error))
+
+
+def _banded_pixels(seed, n=200_000):
+    # error sd = raw std x (0.5 + 2 x intensity): one std map mixes error scales (heavy tails)
+    rng = np.random.default_rng(seed)
+    std, intensity = rng.uniform(0.02, 0.1, n), rng.uniform(0, 1, n)
+    return C.Pixels("val" if seed == 0 else "test", (f"a{seed}",), std, rng.normal(0, std * (0.5 + 2 * intensity)),
+                    intensity=intensity)
+
+
+def test_intensity_bands_restore_gaussian_coverage_where_one_std_map_cannot():
+    val, test = _banded_pixels(0), _banded_pixels(1)
+    covered = {}
+    for method in ("isotonic", "isotonic_intensity"):
+        calibration, _ = C.fit(val, method)
+        covered[method] = C.judge(calibration, test).coverage_after
+    # within a quartile band the error sd still varies by (0.5 + 2 i) over i in the band: close to Gaussian
+    assert covered["isotonic_intensity"][0.68] == pytest.approx(0.683, abs=0.025)
+    assert covered["isotonic_intensity"][0.95] == pytest.approx(0.95, abs=0.01)
+    # one map for all intensities: a scale mixture, too wide at 68% and too narrow at 95%
+    assert covered["isotonic"][0.68] > 0.72 and covered["isotonic"][0.95] < 0.94
+    with pytest.raises(ValueError, match="intensity"):
+        C.fit(C.Pixels("val", ("v",), val.std, val.error), "isotonic_intensity")
+
+
+def test_one_scale_predictions_are_calibrated_in_the_units_predict_applies(tmp_path):
+    # A one-scale model (photon counts, fixed range 0-4000) restores into the target's raw units;
+    # predict maps std_raw / 4000, so the fit must see that, not the target's percentile span.
+    from test_evaluate import write_prediction
+
+    run = make_run(tmp_path, shape=(64, 64), test=1, val=1, regression=False)
+    pair = pairs_of_split(run["manifest"], run["convert"], "val")[0]
+    target = np.asarray(load_image(pair.target_path), np.float64)
+    rng = np.random.default_rng(0)
+    std_raw = rng.uniform(2, 20, target.shape)
+    mmse = target + rng.normal(0, 2 * std_raw)
+    path = tmp_path / "os" / "hm" / f"{pair.acquisition}.ome.zarr"
+    write_prediction(path, {"mmse": mmse, "std": std_raw, "std_raw": std_raw}, "hm", "flow_prior", (0.0, 4000.0),
+                     one_scale=True)
+    pixels = C.collect([pair], tmp_path / "os", "hm", "val")
+    np.testing.assert_allclose(np.sort(pixels.std), np.sort(std_raw.ravel() / 4000), rtol=1e-5)
+    np.testing.assert_allclose(np.sort(pixels.error), np.sort((mmse - target).ravel() / 4000), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np.sort(pixels.intensity), np.sort(mmse.ravel() / 4000), rtol=1e-5)

@@ -23,13 +23,14 @@ def _texture(shape, seed):
 
 
 def write_prediction(path, channels: dict[str, np.ndarray], model: str, method: str, norm: tuple[float, float],
-                     samples: int = 4):
+                     samples: int = 4, one_scale: bool = False):
     """A prediction OME-Zarr as predict.finalize leaves it (channels in the input's raw units)."""
     names = list(channels)
     shape = next(iter(channels.values())).shape
     array = create_ome_zarr(path, shape, np.float32, "YX", (PIXEL, PIXEL), channels=names, fill_value=float("nan"),
                             attrs={"flowrestore": {
                                 "model": model, "method": method, "input": "x", "normalization": {"low": norm[0], "high": norm[1]},
+                                "one_scale": one_scale,
                                 "sampling": {"samples": samples, "nfe": 2, "solver": "heun", "keep_samples": int("sample_0" in names)},
                                 "tile": [64, 64], "overlap": [8, 8], "channels": names}})
     array[...] = np.stack([channels[n] for n in names]).astype(np.float32)

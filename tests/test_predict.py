@@ -229,6 +229,26 @@ def test_calibration_is_applied_block_by_block_and_recorded(setup, tmp_path):
     assert meta["method"] == "linear" and meta["params"] == {"a": 2.0, "b": 0.01} and meta["source"].endswith("hm.json")
 
 
+def test_intensity_calibration_reads_the_mmse_in_normalised_units(setup, tmp_path):
+    from flowrestore.analysis.calibration import Calibration, write_json
+
+    root, data, models = setup
+    # two bands split at normalised intensity 0.5: std x1 below, x3 above (isotonic maps through the origin)
+    band = lambda a: {"x": [0.01, 1.0], "y": [0.01 * a, a]}  # noqa: E731
+    calibration = Calibration("isotonic_intensity", {"edges": [0.0, 0.5, 1.0], "maps": [band(1.0), band(3.0)]},
+                              "val", ("v0",), SETTINGS["samples"])
+    write_json({"calibration": calibration.to_json()}, tmp_path / "hm.json")
+    out = tmp_path / "banded.ome.zarr"
+    prepare(models["guided_cfm"], data[1].input_path, out, SETTINGS | {"block": [64, 64]}, data[1].input_norm)
+    run_shard(models["guided_cfm"], out)
+    finalize(out, tmp_path / "hm.json")
+    pred = read_prediction(out)
+    norm = data[1].input_norm
+    bright = (pred["mmse"] - norm.low) / norm.scale >= 0.5
+    assert 0 < bright.sum() < bright.size  # both bands present
+    np.testing.assert_allclose(pred["std"], np.where(bright, 3.0, 1.0) * pred["std_raw"], rtol=1e-4)
+
+
 def test_calibration_fitted_for_another_k_is_refused(setup, tmp_path):
     from flowrestore.analysis.calibration import Calibration, write_json
 

@@ -69,6 +69,7 @@ class Pixels:
     # per central interval level (0.68, 0.95): is the target inside the samples' empirical interval?
     inside: dict[float, np.ndarray] | None = field(default=None, repr=False)
     owner: np.ndarray | None = field(default=None, repr=False)  # per pixel, its index into `acquisitions`
+    intensity: np.ndarray | None = field(default=None, repr=False)  # per pixel, the MMSE (normalised units)
 
     def __post_init__(self):
         if self.std.shape != self.error.shape or self.std.ndim != 1:
@@ -86,7 +87,7 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
         raise InputError(None, f"no {split} acquisitions to calibrate {model} on",
                          f"hold out acquisitions for the {split} split (data.split.{split})")
     per_image = max(1, math.ceil(max_pixels / len(pairs)))
-    stds, errors, owners, inside, samples = [], [], [], {}, set()
+    stds, errors, owners, intensities, inside, samples = [], [], [], [], {}, set()
     for i, pair in enumerate(pairs):
         path = os.path.join(predict_dir, model, f"{pair.acquisition}.ome.zarr")
         info = prediction_info(path)
@@ -104,8 +105,11 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
         if not all(np.isfinite(v).all() for v in ch.values()):
             raise InputError(path, "has NaN or infinite pixels (an incompletely restored prediction?)",
                              "delete it and rerun the predict rule for it")
-        low, high = prediction_norm(info, pair)
-        target_n = normalised(target, *pair.target_norm)
+        # the units predict applies the calibration in: the prediction's own normalisation; a one-scale
+        # model restores into the target's raw units, so its target is read on that same scale
+        low, high = (info["normalization"]["low"], info["normalization"]["high"]) if info.get("normalization") \
+            else prediction_norm(info, pair)
+        target_n = normalised(target, low, high) if info.get("one_scale") else normalised(target, *pair.target_norm)
         std_n = (ch["std_raw"] / np.float32(high - low)).ravel()
         err = (normalised(ch["mmse"], low, high) - target_n).ravel()
         hits = {}
@@ -117,13 +121,14 @@ def collect(pairs: list[TestPair], predict_dir, model: str, split: str, max_pixe
         stds.append(std_n[keep])
         errors.append(err[keep])
         owners.append(np.full(errors[-1].size, i, dtype=np.int32))
+        intensities.append(normalised(ch["mmse"], low, high).ravel()[keep])
         for level, hit in hits.items():
             inside.setdefault(level, []).append(hit.ravel()[keep])
     complete = inside and all(len(v) == len(pairs) for v in inside.values())
     return Pixels(split, tuple(p.acquisition for p in pairs), np.concatenate(stds), np.concatenate(errors),
                   min(samples) if samples else 0,
                   {level: np.concatenate(v) for level, v in inside.items()} if complete else None,
-                  np.concatenate(owners))
+                  np.concatenate(owners), np.concatenate(intensities))
 
 
 def by_acquisition(pixels: Pixels) -> list[tuple[str, Pixels]]:
@@ -135,7 +140,8 @@ def by_acquisition(pixels: Pixels) -> list[tuple[str, Pixels]]:
         mine = pixels.owner == i
         inside = None if pixels.inside is None else {lv: hit[mine] for lv, hit in pixels.inside.items()}
         out.append((name, Pixels(pixels.split, (name,), pixels.std[mine], pixels.error[mine], pixels.samples,
-                                 inside, np.zeros(int(mine.sum()), np.int32))))
+                                 inside, np.zeros(int(mine.sum()), np.int32),
+                                 None if pixels.intensity is None else pixels.intensity[mine])))
     return out
 
 
@@ -198,11 +204,15 @@ def uce(rmv, rmse) -> float | None:
 
 
 class Method(NamedTuple):
-    """fit(pixels, bins table of the fit split) -> params; apply(params, std) -> calibrated std."""
+    """fit(pixels, bins table of the fit split) -> params; apply(params, std[, intensity]) -> calibrated std.
+
+    A method with `intensity` True also reads each pixel's MMSE (normalised units) when applied.
+    """
 
     fit: Callable[[Pixels, pd.DataFrame], dict]
-    apply: Callable[[dict, np.ndarray], np.ndarray]
+    apply: Callable[..., np.ndarray]
     description: str
+    intensity: bool = False
 
 
 def fit_linear(pixels: Pixels, bins: pd.DataFrame) -> dict:
@@ -248,6 +258,44 @@ def apply_isotonic(params: dict, std: np.ndarray) -> np.ndarray:
     out = np.interp(std, x, y)
     out = np.where(std < x[0], std * (y[0] / x[0]), out)
     return np.where(std > x[-1], std * (y[-1] / x[-1]), out)
+
+
+def fit_isotonic_intensity(pixels: Pixels, bins: pd.DataFrame, bands: int = 4) -> dict:
+    """Isotonic maps std -> error, one per band of MMSE intensity (quantile bands of the fit split).
+
+    Why: in fluorescence the error at a given predicted std differs between background and
+    structure (shot noise grows with the signal), so one std map mixes error scales, and mixed
+    scales are heavy-tailed errors: a 68% interval that covers 80%. A map per intensity band keeps
+    each band's scale. Bands with fewer pixels than 20 per std bin fall back to the pooled map.
+    """
+    if pixels.intensity is None:
+        raise ValueError("calibration isotonic_intensity needs each pixel's MMSE intensity (Pixels.intensity)")
+    pooled = fit_isotonic(pixels, bins)
+    edges = np.unique(np.quantile(pixels.intensity, np.linspace(0, 1, bands + 1)))
+    band = assign(pixels.intensity, edges) if edges.size > 1 else np.zeros(pixels.std.size, int)
+    maps = []
+    for b in range(max(1, edges.size - 1)):
+        mine = band == b
+        n_bins = len(bins)
+        if mine.sum() < 20 * n_bins:
+            maps.append(pooled)
+            continue
+        std, err = pixels.std[mine], pixels.error[mine]
+        maps.append(fit_isotonic(pixels, bin_table(pixels.split, std, err, quantile_edges(std, n_bins))))
+    return {"edges": edges.tolist(), "maps": maps}
+
+
+def apply_isotonic_intensity(params: dict, std: np.ndarray, intensity: np.ndarray | None = None) -> np.ndarray:
+    if intensity is None:
+        raise ValueError("calibration isotonic_intensity is applied to std and the MMSE intensity together")
+    std = np.asarray(std, np.float64)
+    edges = np.asarray(params["edges"])
+    band = assign(np.asarray(intensity), edges) if edges.size > 1 else np.zeros(std.shape, int)
+    out = np.empty_like(std)
+    for b, m in enumerate(params["maps"]):
+        mine = band == b
+        out[mine] = apply_isotonic(m, std[mine])
+    return out
 
 
 def _trigamma_inverse(value: float) -> float:
@@ -310,6 +358,9 @@ METHODS: dict[str, Method] = {
     "linear": Method(fit_linear, apply_linear, "calibrated std = a * std + b, a and b fitted on the validation bins"),
     "isotonic": Method(fit_isotonic, apply_isotonic,
                        "a monotone map from std to the real error, fitted through the validation bins"),
+    "isotonic_intensity": Method(fit_isotonic_intensity, apply_isotonic_intensity,
+                                 "a monotone map from std to the real error per band of restored intensity, "
+                                 "fitted through the validation bins", intensity=True),
     "smallk": Method(fit_smallk, apply_smallk,
                      "the K-sample std corrected for its own sampling noise (empirical-Bayes variance, "
                      "times 1 + 1/K for the MMSE); fits no error"),
@@ -368,8 +419,15 @@ class Calibration:
     fit_acquisitions: tuple[str, ...]
     samples: int = 0  # K of the predictions it was fitted on: a calibration holds for that K only
 
-    def apply(self, std: np.ndarray) -> np.ndarray:
-        return METHODS[self.method].apply(self.params, std).astype(np.asarray(std).dtype, copy=False)
+    @property
+    def needs_intensity(self) -> bool:
+        return METHODS[self.method].intensity
+
+    def apply(self, std: np.ndarray, intensity: np.ndarray | None = None) -> np.ndarray:
+        """The calibrated std of `std` (normalised units); `intensity`: the MMSE there, for maps that read it."""
+        method = METHODS[self.method]
+        out = method.apply(self.params, std, intensity) if method.intensity else method.apply(self.params, std)
+        return out.astype(np.asarray(std).dtype, copy=False)
 
     def to_json(self) -> dict:
         return {"method": self.method, "params": self.params, "fit_split": self.fit_split,
@@ -382,7 +440,7 @@ class Calibration:
 
 def _judgement(calibration: Calibration, pixels: Pixels, bins: int, in_sample: bool) -> Judgement:
     # the bins of the definition: quantiles of the judged split's own predicted std
-    calibrated = calibration.apply(pixels.std)
+    calibrated = calibration.apply(pixels.std, pixels.intensity)
     table = bin_table(pixels.split, pixels.std, pixels.error, quantile_edges(pixels.std, bins), calibrated)
     good = table[table["count"] > 0]
     return Judgement(pixels.split, uce(good["rmv"], good["rmse"]), uce(good["calibrated_rmv"], good["rmse"]),

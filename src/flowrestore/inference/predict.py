@@ -284,10 +284,15 @@ def _calibrate_std(store, plan: dict, blocks, calibration) -> dict:
             raise InputError(source, f"was fitted on predictions with {calibration.samples} samples, this one has "
                              f"{plan['sampling']['samples']}", "rerun rule calibrate with the current predict.samples")
         apply, meta = calibration.apply, calibration.to_json() | {"source": source}
-    scale = plan["normalization"]["high"] - plan["normalization"]["low"]
-    std, raw = plan["channels"].index("std"), plan["channels"].index("std_raw")
+    low = np.float32(plan["normalization"]["low"])
+    scale = np.float32(plan["normalization"]["high"] - plan["normalization"]["low"])
+    std, raw, mmse = (plan["channels"].index(c) for c in ("std", "std_raw", "mmse"))
+    reads_intensity = calibration is not None and calibration.needs_intensity
     for block in blocks:  # calibrations are defined in normalised units
-        store[(std, *block.core)] = apply(store[(raw, *block.core)] / np.float32(scale)) * np.float32(scale)
+        args = [store[(raw, *block.core)] / scale]
+        if reads_intensity:
+            args.append((store[(mmse, *block.core)] - low) / scale)
+        store[(std, *block.core)] = apply(*args) * scale
     return meta
 
 
