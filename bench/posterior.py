@@ -73,7 +73,7 @@ def hf_power(image: np.ndarray, cutoff: float = 0.25) -> float:
     return float(spectrum[np.hypot(fy, fx) > cutoff].sum())
 
 
-def evaluate(model_dir: Path, ckpt: Path, items: dict, settings: dict) -> dict:
+def evaluate(model_dir: Path, ckpt: Path, items: dict, settings: dict, calibrations=("isotonic",)) -> dict:
     """Scores of one model's test predictions and its calibration fitted on val."""
     rows, pixels = [], {"val": [], "test": []}  # pixels: one Pixels per acquisition
     for split in pixels:
@@ -93,14 +93,18 @@ def evaluate(model_dir: Path, ckpt: Path, items: dict, settings: dict) -> dict:
                 rows.append(row)
             if "std_raw" in pred:
                 std = pred["std_raw"] / (acq.input_norm.high - acq.input_norm.low)
-                pixels[split].append(Pixels(split, (acq.name,), std.ravel(), (mmse - tn).ravel(), settings["samples"]))
+                pixels[split].append(Pixels(split, (acq.name,), std.ravel(), (mmse - tn).ravel(), settings["samples"],
+                                            intensity=mmse.ravel()))
     result = {"rows": rows}
     if pixels["val"]:
         pooled = {split: Pixels(split, sum((p.acquisitions for p in ps), ()), np.concatenate([p.std for p in ps]),
-                                np.concatenate([p.error for p in ps]), settings["samples"]) for split, ps in pixels.items()}
-        calibration, _ = fit(pooled["val"])
-        result |= {"method": calibration.method, "verdict": judge(calibration, pooled["test"]),
-                   "per_uce": [judge(calibration, p).uce_after for p in pixels["test"]]}
+                                np.concatenate([p.error for p in ps]), settings["samples"],
+                                intensity=np.concatenate([p.intensity for p in ps])) for split, ps in pixels.items()}
+        result["calibrations"] = {}
+        for method in calibrations:
+            calibration, _ = fit(pooled["val"], method)
+            result["calibrations"][method] = {"verdict": judge(calibration, pooled["test"]),
+                                              "per_uce": [judge(calibration, p).uce_after for p in pixels["test"]]}
     return result
 
 
@@ -125,6 +129,8 @@ def main() -> None:
                    help="train.steps of every model instead of minutes (same network, so about the same time; "
                         "steadier than minutes on a shared machine)")
     p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--calibrations", nargs="+", default=["isotonic", "isotonic_intensity"],
+                   help="calibrate.method values compared (fit on val, judged on test); the first fills the table")
     p.add_argument("--shape", type=int, nargs=2, default=[256, 256])
     args = p.parse_args()
     torch.set_num_threads(threads())
@@ -145,7 +151,7 @@ def main() -> None:
             steps = json.loads((out / "model.json").read_text())["step"]
             t1 = time.perf_counter()
             results[name] = evaluate(out, ckpt, items, settings if method != "regression" else
-                                     {**settings, "samples": 1, "keep_samples": 0})
+                                     {**settings, "samples": 1, "keep_samples": 0}, args.calibrations)
             results[name]["train_s"], results[name]["predict_s"] = t1 - t0, time.perf_counter() - t1
             results[name]["steps"] = steps
         base = {r["acq"]: r for r in results["regression"]["rows"]}
@@ -160,16 +166,22 @@ def main() -> None:
                     f"{np.mean(d):+6.2f} {sum(x >= 0 for x in d):>3}/{len(d)} {np.mean(ds):+6.3f} ")
             hf = f"{np.mean([x['hf'] for x in rows]):6.2f}" if "hf" in rows[0] else f"{'':6}"
             line += f"{hf} {np.mean([x['hf_mmse'] for x in rows]):7.2f} "
-            if "verdict" in r:
-                v = r["verdict"]
+            cals = list(r.get("calibrations", {}).items())
+            if cals:
+                v = cals[0][1]["verdict"]
                 line += (f"{v.uce_before:7.3f} {v.uce_after:7.3f} {v.coverage_after[0.68]:6.1%} "
                          f"{v.coverage_after[0.95]:6.1%}")
             else:
                 line += f"{'':7} {'':7} {'':6} {'':6}"
             line += f"  {r['train_s']:.0f}/{r['predict_s']:.0f} s, {r['steps']} steps"
-            if "per_uce" in r:
-                line += "  " + " ".join(f"{u:.3f}" for u in r["per_uce"])
+            if cals:
+                line += "  " + " ".join(f"{u:.3f}" for u in cals[0][1]["per_uce"]) + f"  ({cals[0][0]})"
             print(line, flush=True)
+            for method, c in cals[1:]:
+                v = c["verdict"]
+                print(f"{'':11} calibrate.method {method}: UCE cal {v.uce_after:.3f}, cov68 {v.coverage_after[0.68]:.1%}, "
+                      f"cov95 {v.coverage_after[0.95]:.1%}, per-image UCE "
+                      + " ".join(f"{u:.3f}" for u in c["per_uce"]), flush=True)
 
 
 if __name__ == "__main__":
