@@ -7,7 +7,7 @@ K posterior samples, and prints in one run, per data set and model:
     difference to the regression's, mean over images and the number of images where it is >= 0;
   - single-sample sharpness: high-frequency power (radial frequency > 0.25 cycles/pixel, half
     Nyquist) of the first posterior sample over the target's (1 is realistic, < 1 blurred);
-  - calibration (the schema's default method, fitted on val, judged on test): UCE before and
+  - calibration (each --calibrations method, fitted on val, judged on test): UCE before and
     after, coverage of the calibrated 68% and 95% Gaussian intervals, and the per-acquisition UCE.
 Data sets: `demo` (the 2-D simulator of the demo) and `specimen` (the central plane of a
 simulated 3-D specimen: the haze is the out-of-focus light of the planes above and below).
