@@ -123,7 +123,7 @@ def test_gaussian_kernel_steps_recover_the_parameters():
     assert after < 0.1 * before
     s = torch.exp(model.log_sigma.detach())
     assert torch.allclose(s, torch.tensor([2.0, 1.0], dtype=s.dtype), atol=0.15)
-    angle = math.degrees(float(model.angle)) % 180
+    angle = math.degrees(float(model.angle.detach())) % 180
     assert abs(angle - 30) < 5
 
 
