@@ -257,7 +257,7 @@ def aux_step(v_aux: nn.Module, optimizer: torch.optim.Optimizer, model: Blur, x:
     loss = flow_matching_loss(v_aux, y_hat, generator)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def flow_step(net: nn.Module, optimizer: torch.optim.Optimizer, x1: torch.Tensor,
@@ -267,7 +267,7 @@ def flow_step(net: nn.Module, optimizer: torch.optim.Optimizer, x1: torch.Tensor
     loss = flow_matching_loss(net, x1, generator)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def step_generator(seed: int, step: int, device="cpu") -> torch.Generator:
