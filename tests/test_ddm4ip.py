@@ -206,3 +206,16 @@ def test_regularisers_known_values():
     assert set(D.regularisers(D.DirectKernel(7, 1.0))) == set(D.REGULARISERS)
     with pytest.raises(ValueError):
         D.kernel_loss(D.DirectKernel(7, 1.0), tiny_unet(), tiny_unet(), torch.rand(1, 1, 16, 16), 0.05, {"tv": 1.0})
+
+
+def test_degrade_noise_variance_follows_the_blurred_signal():
+    """gain > 0: Var(y_hat) = sigma^2 + gain * A x (Poisson-Gaussian's Gaussian approximation)."""
+    model = D.DirectKernel(5, 1.0).double()
+    x = torch.full((4000, 1, 8, 8), 0.5, dtype=torch.float64)
+    x[..., 4:] = 2.0  # two levels, so the variance must follow the signal, not a constant
+    y = D.degrade(model, x, 0.01, torch.Generator().manual_seed(0), gain=1e-2).detach()
+    ax = model.A(x[:1]).detach()[0, 0]
+    var = y.var(dim=0)[0]
+    expect = 0.01 ** 2 + 1e-2 * ax
+    assert torch.allclose(var, expect, rtol=0.1)
+    assert float(var[0, 7] / var[0, 0]) > 3

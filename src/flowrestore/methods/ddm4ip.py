@@ -180,10 +180,20 @@ def regularisers(model: Blur) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------- losses and steps
-def degrade(model: Blur, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """y_hat = A_phi(x) + sigma n, n ~ N(0, I): x (B, C, Y, X) in the shared intensity scale, same shape out."""
+def degrade(model: Blur, x: torch.Tensor, sigma: float, generator: torch.Generator | None = None,
+            gain: float = 0.0) -> torch.Tensor:
+    """y_hat = A_phi(x) + s n, n ~ N(0, I), s = sqrt(sigma^2 + gain max(A_phi(x), 0)).
+
+    x: (B, C, Y, X) in the shared intensity scale, same shape out. gain 0: the paper's white Gaussian
+    noise of std sigma; gain > 0: the Gaussian approximation of Poisson-Gaussian noise (in units where
+    intensity 1 is P photo-electrons, gain = 1 / P and sigma = read noise / P), whose variance follows
+    the blurred signal, so the gradient also reaches phi through s.
+    """
     n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return model.A(x) + sigma * n
+    ax = model.A(x)
+    if gain:
+        return ax + torch.sqrt(sigma ** 2 + gain * ax.clamp_min(0)) * n
+    return ax + sigma * n
 
 
 def flow_matching_loss(net: Velocity, x1: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -216,18 +226,18 @@ def matching_loss(v_ref: Velocity, v_aux: Velocity, y1: torch.Tensor,
 
 
 def kernel_loss(model: Blur, v_ref: Velocity, v_aux: Velocity, x: torch.Tensor, sigma: float,
-                weights: dict[str, float] | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                weights: dict[str, float] | None = None, generator: torch.Generator | None = None,
+                gain: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """L_DI on y1 = A_phi(x) + sigma n plus sum_i weights[i] * regulariser_i, and each part as a float.
 
     x: clean images (B, C, Y, X). weights: any of REGULARISERS (missing ones are 0; an unknown name
-    raises ValueError).
+    raises ValueError). gain: see `degrade`.
     """
     weights = dict(weights or {})
     unknown = set(weights) - set(REGULARISERS)
     if unknown:
         raise ValueError(f"unknown regulariser(s) {sorted(unknown)}; known: {REGULARISERS}")
-    y1 = degrade(model, x, sigma, generator)
+    y1 = degrade(model, x, sigma, generator, gain)
     total = matching_loss(v_ref, v_aux, y1, generator)
     parts = {"matching": float(total.detach())}
     for name, value in regularisers(model).items():
@@ -239,20 +249,20 @@ def kernel_loss(model: Blur, v_ref: Velocity, v_aux: Velocity, x: torch.Tensor, 
 
 def kernel_step(model: Blur, optimizer: torch.optim.Optimizer, v_ref: Velocity, v_aux: Velocity,
                 x: torch.Tensor, sigma: float, weights: dict[str, float] | None = None,
-                generator: torch.Generator | None = None) -> dict[str, float]:
+                generator: torch.Generator | None = None, gain: float = 0.0) -> dict[str, float]:
     """One optimizer step of the kernel parameters on `kernel_loss`; returns its parts."""
     optimizer.zero_grad(set_to_none=True)
-    loss, parts = kernel_loss(model, v_ref, v_aux, x, sigma, weights, generator)
+    loss, parts = kernel_loss(model, v_ref, v_aux, x, sigma, weights, generator, gain)
     loss.backward()
     optimizer.step()
     return parts
 
 
 def aux_step(v_aux: nn.Module, optimizer: torch.optim.Optimizer, model: Blur, x: torch.Tensor, sigma: float,
-             generator: torch.Generator | None = None) -> float:
-    """One flow-matching step of v_aux on y_hat = A_phi(x) + sigma n (phi frozen: y_hat detached)."""
+             generator: torch.Generator | None = None, gain: float = 0.0) -> float:
+    """One flow-matching step of v_aux on y_hat = A_phi(x) + noise (phi frozen: y_hat detached)."""
     with torch.no_grad():
-        y_hat = degrade(model, x, sigma, generator)
+        y_hat = degrade(model, x, sigma, generator, gain)
     optimizer.zero_grad(set_to_none=True)
     loss = flow_matching_loss(v_aux, y_hat, generator)
     loss.backward()
@@ -283,32 +293,34 @@ class KernelLearner:
 
     v_ref, v_aux: networks called as net(x, t) (the project's UNet with in_channels = out_channels = 1).
     `step(x_aux, x_kernel)` takes one aux step on clean batch x_aux then one kernel step on clean
-    batch x_kernel, each (B, C, Y, X); its noise comes from `step_generator(seed, step)`, so
+    batch x_kernel, each (B, C, Y, X) (noise std sigma, plus gain times the blurred signal as variance:
+    `degrade`); its noise comes from `step_generator(seed, step)`, so
     `state_dict` / `load_state_dict` (networks, kernel, both optimizers, step count) resume exactly.
     """
 
     def __init__(self, v_ref: nn.Module, kernel: Blur, sigma: float, weights: dict[str, float] | None = None,
-                 lr_kernel: float = 1e-3, lr_aux: float = 1e-4, seed: int = 0):
+                 lr_kernel: float = 1e-3, lr_aux: float = 1e-4, seed: int = 0, gain: float = 0.0):
         self.v_ref = v_ref.requires_grad_(False).eval()
         self.v_aux = copy.deepcopy(v_ref).requires_grad_(True).train()
         self.kernel = kernel
-        self.sigma, self.weights, self.seed = float(sigma), dict(weights or {}), seed
+        self.sigma, self.weights, self.seed, self.gain = float(sigma), dict(weights or {}), seed, float(gain)
         self.opt_aux = torch.optim.Adam(self.v_aux.parameters(), lr=lr_aux, betas=BETAS)
         self.opt_kernel = torch.optim.Adam(kernel.parameters(), lr=lr_kernel, betas=BETAS)
         self.steps = 0
 
     def step(self, x_aux: torch.Tensor, x_kernel: torch.Tensor) -> dict[str, float]:
         g = step_generator(self.seed, self.steps, x_aux.device)
-        aux = aux_step(self.v_aux, self.opt_aux, self.kernel, x_aux, self.sigma, g)
+        aux = aux_step(self.v_aux, self.opt_aux, self.kernel, x_aux, self.sigma, g, self.gain)
         parts = kernel_step(self.kernel, self.opt_kernel, self.v_ref, self.v_aux, x_kernel, self.sigma,
-                            self.weights, g)
+                            self.weights, g, self.gain)
         self.steps += 1
         return {"aux": aux, **parts}
 
     def state_dict(self) -> dict:
         return {"v_aux": self.v_aux.state_dict(), "kernel": self.kernel.state_dict(),
                 "opt_aux": self.opt_aux.state_dict(), "opt_kernel": self.opt_kernel.state_dict(),
-                "steps": self.steps, "seed": self.seed, "sigma": self.sigma, "weights": dict(self.weights)}
+                "steps": self.steps, "seed": self.seed, "sigma": self.sigma, "weights": dict(self.weights),
+                "gain": self.gain}
 
     def load_state_dict(self, state: dict) -> None:
         self.v_aux.load_state_dict(state["v_aux"])
@@ -316,7 +328,7 @@ class KernelLearner:
         self.opt_aux.load_state_dict(state["opt_aux"])
         self.opt_kernel.load_state_dict(state["opt_kernel"])
         self.steps, self.seed = int(state["steps"]), int(state["seed"])
-        self.sigma, self.weights = float(state["sigma"]), dict(state["weights"])
+        self.sigma, self.weights, self.gain = float(state["sigma"]), dict(state["weights"]), float(state["gain"])
 
 
 # ---------------------------------------------------------------------------------------- kernel score
