@@ -174,9 +174,9 @@ def main() -> None:
         print(f"{name:<22}{D.kernel_error(kk, k):>14.3f}{wiener_psnr(test, kk.numpy(), balance):>18.2f}")
     none = np.mean([psnr(y, c, float(test[0].max())) for c, y in zip(*test)])
     print(f"{'no deconvolution':<22}{'':>14}{none:>18.2f}")
-    g = learned["gaussian"]
-    print(f"learned Gaussian second moments (px^2): {D.second_moments(g).numpy().round(3).tolist()}; true: "
-          f"{D.second_moments(k).numpy().round(3).tolist()}")
+    for kind, kk in learned.items():
+        print(f"learned {kind} kernel second moments (px^2): {D.second_moments(kk).numpy().round(3).tolist()}")
+    print(f"true PSF second moments (px^2): {D.second_moments(k).numpy().round(3).tolist()}")
 
 
 if __name__ == "__main__":
