@@ -17,7 +17,7 @@ prints, measured in one run:
   one balance for all kernels, the best of a small grid for the true PSF) of the degraded test images
   with each kernel, and of the degraded images as they are.
 
-    PYTHONPATH=src python bench/ddm4ip.py [--stage1-steps 2000] [--stage2-steps 1500] [--channels 8] [--noise poisson]
+    PYTHONPATH=src python bench/ddm4ip.py [--stage1-steps 2000] [--stage2-steps 800] [--channels 8] [--noise poisson]
 """
 
 from __future__ import annotations
@@ -127,18 +127,18 @@ def main() -> None:
     ap.add_argument("--shape", type=int, default=64)
     ap.add_argument("--photons", type=float, default=1000.0)
     ap.add_argument("--stage1-steps", type=int, default=2000)
-    ap.add_argument("--stage2-steps", type=int, default=1500, help="per kernel model")
+    ap.add_argument("--stage2-steps", type=int, default=800, help="per kernel model")
     ap.add_argument("--channels", type=int, default=8, help="UNet width of the first level")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3, help="stage-1 Adam learning rate")
-    ap.add_argument("--lr-aux", type=float, default=2e-4)
-    ap.add_argument("--lr-direct", type=float, default=1e-3)
-    ap.add_argument("--lr-gaussian", type=float, default=5e-3)
+    ap.add_argument("--lr-aux", type=float, default=1e-3)
+    ap.add_argument("--lr-direct", type=float, default=3e-4)
+    ap.add_argument("--lr-gaussian", type=float, default=2e-3)
     ap.add_argument("--w-sparsity", type=float, default=0.0)
     ap.add_argument("--w-centring", type=float, default=1e-4)
     ap.add_argument("--w-sum", type=float, default=1.0)
-    ap.add_argument("--w-gaussian", type=float, default=1e-2)
+    ap.add_argument("--w-gaussian", type=float, default=10.0)
     ap.add_argument("--noise", choices=("poisson", "white"), default="poisson",
                     help="stage 2's noise model: signal-dependent (Poisson-Gaussian approximation) or white")
     ap.add_argument("--seed", type=int, default=0)
