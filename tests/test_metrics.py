@@ -354,3 +354,34 @@ def test_compute_all_nan_input_gives_none_not_nan():
 def test_compute_all_shape_mismatch_raises():
     with pytest.raises(ValueError, match="shape mismatch"):
         M.compute_all(np.zeros((32, 32)), np.zeros((32, 31)))
+
+
+def _lowpass_z(x, keep):
+    """x with every axial frequency above index `keep` removed (an ideal low-pass along Z)."""
+    f = np.fft.rfft(x, axis=0)
+    f[keep + 1:] = 0
+    return np.fft.irfft(f, n=x.shape[0], axis=0)
+
+
+def test_axial_frc_crosses_where_an_ideal_axial_low_pass_cuts():
+    rng = np.random.default_rng(0)
+    truth = rng.random((64, 16, 16))
+    # Plane k_z = 10 of 64 planes of 0.1 um: 10 / 6.4 um^-1, so the agreement ends near 0.64 um.
+    cut = _lowpass_z(truth, 10)
+    freq, corr = M.axial_frc_curve(cut, truth, z_size=0.1)
+    assert freq[9] == pytest.approx(10 / 6.4) and len(freq) == 32
+    # the Tukey window leaks into a ring or two; above, chance correlation of 256 values per plane (std 1/16)
+    assert corr[:8].min() > 0.9 and np.abs(corr[12:]).max() < 0.25
+    res = M.axial_frc_resolution(cut, truth, z_size=0.1)
+    assert 6.4 / 14 < res < 6.4 / 10  # cut at ring 10; leakage and the 3-ring smoothing move it out a little
+    assert M.axial_frc_resolution(truth, truth, z_size=0.1) == pytest.approx(0.2)  # Nyquist
+    # Lateral blur does not change the axial agreement of the low frequencies of Z
+    lateral = ndi.gaussian_filter(truth, (0, 2, 2))
+    assert M.axial_frc_resolution(_lowpass_z(lateral, 10), lateral, z_size=0.1) == pytest.approx(res, rel=0.05)
+
+
+def test_axial_frc_needs_a_stack():
+    with pytest.raises(MetricUnavailable, match="2D"):
+        M.axial_frc_curve(np.ones((16, 16)), np.ones((16, 16)))
+    with pytest.raises(MetricUnavailable, match="too thin"):
+        M.axial_frc_curve(np.random.rand(4, 16, 16), np.random.rand(4, 16, 16))

@@ -592,7 +592,9 @@ def test_denoise_demo_rows_match_its_files(tmp_path):
 
 @pytest.mark.parametrize("inp,tgt,factor", [((64, 60), (64, 60), (1, 1)), ((16, 15), (64, 60), (4, 4)),
                                             ((8, 16, 15), (8, 64, 60), (1, 4, 4)), ((16, 15), (64, 30), None),
-                                            ((16, 16), (60, 64), None), ((4, 16, 16), (8, 32, 32), None)])
+                                            ((16, 16), (60, 64), None), ((4, 16, 16), (8, 32, 32), None),
+                                            ((8, 32, 30), (32, 32, 30), (4, 1, 1)), ((8, 16, 16), (32, 32, 32), None),
+                                            ((32, 30), (64, 30), None)])
 def test_grid_factor_of_a_pair(inp, tgt, factor):
     assert pairing.grid_factor(inp, tgt) == factor
 

@@ -7,6 +7,7 @@ from flowrestore.config import check_sizes, model_settings, resolve_paths, resul
 from flowrestore.errors import InputError
 from flowrestore.methods import method_class
 from flowrestore.data.demo import demo_rows
+from flowrestore.data.simulate_operators import KINDS as KNOWN_OPERATOR_DEMOS
 from flowrestore.data.pairing import plan_pairs
 
 

@@ -6,7 +6,7 @@ if config["demo"]["make"]:
         params:
             # only the settings of the demo's kind: another kind's settings do not change its files
             demo={k: v for k, v in config["demo"].items()
-                  if config["demo"]["kind"] in ("super_resolution", "deblur") or k not in ("factor", "sigma", "photons")},
+                  if config["demo"]["kind"] in KNOWN_OPERATOR_DEMOS or k not in ("factor", "sigma", "photons")},
             data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern", "truth_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",

@@ -55,6 +55,10 @@ COLUMNS = list(METRICS.values())
 # For each column: is a larger value better? (FRC resolution: smaller is finer, hence better.)
 HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "ms_ssim": True, "micro_ssim": True,
                     "micro_ms3im": True, "frc_1/7_um": False, "frc_0.5_um": False}
+# Only where the split's images are ZYX stacks: the axial resolution (metrics.axial_frc_resolution), in µm
+# along Z (or planes, with frc_unit's pixels), a column of metrics.tsv and summary.tsv.
+AXIAL = "frc_axial_1/7_um"
+HIGHER_IS_BETTER[AXIAL] = False
 INPUT = "input"  # the `model` and `estimate` of the widefield input rows
 ROW_KEYS = ["acquisition", "model", "method", "estimate", "label", "quality"]
 
@@ -173,10 +177,11 @@ def _frc_pixel(pair: TestPair, unit: str) -> float:
     return lateral_pixel_size(pair.pixel_size) if unit == "µm" else 1.0
 
 
-def on_target_grid(image: np.ndarray, pair: TestPair, target_shape) -> tuple[np.ndarray, str]:
-    """The input on its target's grid and its label: as it is, or, for a target f times finer in Y and X,
-    cubic-spline (bicubic) interpolation on an area-aligned grid (each input pixel covers f x f target
-    pixels, as the pixel-integration operator has it: scipy's zoom with grid_mode=True)."""
+def on_target_grid(image: np.ndarray, pair: TestPair, target_shape, order: int = 3) -> tuple[np.ndarray, str]:
+    """The input on its target's grid and its label: as it is, or, for a target f times finer in Y and X
+    (or in Z), spline interpolation of `order` (3: bicubic, or cubic along Z; 1: linear) on an area-aligned
+    grid (each input voxel covers f target voxels per axis, as the integration operator has it: scipy's
+    zoom with grid_mode=True)."""
     from scipy import ndimage
 
     from ..data.pairing import grid_factor
@@ -186,8 +191,17 @@ def on_target_grid(image: np.ndarray, pair: TestPair, target_shape) -> tuple[np.
     factor = grid_factor(tuple(image.shape), tuple(target_shape))
     if factor is None:
         check_shape(pair.input_path, image.shape, pair.target_path, target_shape)
-    fine = ndimage.zoom(image, factor, order=3, mode="grid-mirror", grid_mode=True).astype(np.float32)
-    return fine, f"input (bicubic x{factor[-1]})"
+    fine = ndimage.zoom(image, factor, order=order, mode="grid-mirror", grid_mode=True).astype(np.float32)
+    kind = {1: "linear", 3: "cubic" if factor[-1] == 1 else "bicubic"}.get(order, f"order-{order} spline")
+    return fine, f"input ({kind}{' axial' if factor[-1] == 1 else ''} x{max(factor)})"
+
+
+def axial_factor(image_shape, target_shape) -> int:
+    """Target planes per input plane of a pair restored along Z only (1: none)."""
+    from ..data.pairing import grid_factor
+
+    factor = grid_factor(tuple(image_shape), tuple(target_shape))
+    return factor[0] if factor and len(factor) == 3 and factor[1:] == (1, 1) else 1
 
 
 def prediction_norm(info: dict, pair: TestPair) -> tuple[float, float]:
@@ -257,12 +271,20 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
     rows = []
     pairs = pairs_of_split(manifest, convert_dir, split)
     unit = frc_unit(pairs)
+    axial = False
     for pair in pairs:
         target = load_image(pair.target_path)
         pixel = _frc_pixel(pair, unit)
-        widefield, input_label = on_target_grid(load_image(pair.input_path), pair, target.shape)
+        raw = load_image(pair.input_path)
+        widefield, input_label = on_target_grid(raw, pair, target.shape)
         estimates = [(INPUT, INPUT, INPUT, comparable(widefield, pair.input_norm, pair), "")]
         labels = {INPUT: input_label}
+        if axial_factor(raw.shape, target.shape) > 1:  # the classical axial baseline beside the cubic one
+            linear, labels["axial_linear"] = on_target_grid(raw, pair, target.shape, order=1)
+            estimates.append(("axial_linear", INPUT, "mmse", comparable(linear, pair.input_norm, pair), ""))
+        del raw
+        z_size = (pair.pixel_size[0] if unit == "µm" else 1.0) if target.ndim == 3 else None
+        axial = axial or target.ndim == 3
         if psf_sigma:
             from .classical import deconvolutions
 
@@ -287,13 +309,32 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
                 estimates.append((model, method, name, value, why))
         for model, method, name, value, why in estimates:
             result = score(value, target, pixel, why)
+            if z_size is not None:
+                extra = _axial_score(value, target, z_size, why)
+                result = result | {AXIAL: extra[AXIAL], "missing": result["missing"] | extra.get("missing", {})}
             rows.append({"acquisition": pair.acquisition, "model": model, "method": method, "estimate": name,
                          "label": labels[model] if model in labels else estimate_label(model, method, name),
                          "quality": pair.quality,
                          "pixel_size_um": lateral_pixel_size(pair.pixel_size)}
-                        | {c: result[c] for c in COLUMNS} | {"missing": format_missing(result["missing"])})
+                        | {c: result.get(c) for c in COLUMNS + [AXIAL]} | {"missing": format_missing(result["missing"])})
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
-    return pd.DataFrame(rows, columns=ROW_KEYS + ["pixel_size_um"] + COLUMNS + ["missing"])
+    columns = COLUMNS + ([AXIAL] if axial else [])
+    return pd.DataFrame(rows, columns=ROW_KEYS + ["pixel_size_um"] + columns + ["missing"])
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The metric columns of a table: COLUMNS, and AXIAL where its images are stacks."""
+    return COLUMNS + ([AXIAL] if AXIAL in table.columns else [])
+
+
+def _axial_score(estimate, target, z_size: float, why_absent: str) -> dict:
+    """{AXIAL: value or None, "missing": the score's missing reasons plus this one's}."""
+    if estimate is None:
+        return {AXIAL: None, "missing": {AXIAL: why_absent}}
+    try:
+        return {AXIAL: M.axial_frc_resolution(estimate, target, z_size=z_size)}
+    except M.MetricUnavailable as error:
+        return {AXIAL: None, "missing": {AXIAL: str(error)}}
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -304,7 +345,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     for (model, method, estimate, label), group in table.groupby(["model", "method", "estimate", "label"], sort=False):
         row = {"model": model, "method": method, "estimate": estimate, "label": label, "images": len(group)}
         notes = []
-        for c in COLUMNS:
+        for c in metric_columns(table):
             values = pd.to_numeric(group[c], errors="coerce").dropna()
             row[f"{c}_mean"] = float(values.mean()) if len(values) else None
             row[f"{c}_std"] = float(values.std(ddof=0)) if len(values) else None

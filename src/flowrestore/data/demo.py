@@ -1,7 +1,7 @@
 """The built-in demos, chosen by `demo.kind`: their acquisitions known before they exist, and their writing.
 
 - haze: widefield/confocal pairs (simulate.write_demo), split by the name hash like your own data;
-- super_resolution, deblur: a known forward operator applied to a noise-free target
+- super_resolution, deblur, isotropic: a known forward operator applied to a noise-free target
   (simulate_operators.write_known_demo), split by the name hash;
 - denoise: photon-count references, lower-dose inputs and the truth (denoise_demo), splits set by the
   simulator.
@@ -18,7 +18,7 @@ from . import denoise_demo
 from .simulate import write_demo
 
 ROLES = {"haze": ("input", "target"), "super_resolution": ("input", "target"), "deblur": ("input", "target"),
-         "denoise": ("input", "target", "truth")}
+         "isotropic": ("input", "target"), "denoise": ("input", "target", "truth")}
 
 
 def _suffixes(demo: dict, data: dict, source=None) -> dict[str, str]:

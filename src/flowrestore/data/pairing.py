@@ -300,7 +300,8 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
     if factor is None:
         raise InputError(pair.target, f"has shape {tgt.shape} but its input {pair.input} has shape {inp.shape}",
                          "pair acquisitions of the same field of view and size (crop or resample one of them), or, "
-                         "for super-resolution, a target whose Y and X are a whole multiple of the input's")
+                         "for super-resolution, a target whose Y and X (or, for isotropic restoration, Z alone) are a whole "
+                         "multiple of the input's")
     if "truth" in roles and roles["truth"].shape != tgt.shape:
         raise InputError(pair.truth, f"has shape {roles['truth'].shape} but its target {pair.target} has shape {tgt.shape}",
                          "give the noiseless image of the same field of view and size")
@@ -344,13 +345,14 @@ def check_pair(pair: Pair, low: float | None = None, high: float | None = None,
 
 def grid_factor(input_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """Per axis, target voxels per input voxel: all 1 for a same-size pair, (.., f, f) for a target f times
-    finer in Y and X (super-resolution); None when the shapes are not so related."""
+    finer in Y and X (super-resolution), (f, 1, 1) for a stack f times finer in Z (isotropic restoration);
+    None when the shapes are not so related."""
     if len(input_shape) != len(target_shape) or any(t % i for i, t in zip(input_shape, target_shape)):
         return None
     factor = tuple(t // i for i, t in zip(input_shape, target_shape))
-    if set(factor[:-2]) - {1} or factor[-1] != factor[-2]:
-        return None
-    return factor
+    lateral = not set(factor[:-2]) - {1} and factor[-1] == factor[-2]
+    axial = len(factor) == 3 and factor[1:] == (1, 1)
+    return factor if lateral or axial else None
 
 
 def _integrate(a: np.ndarray, factor: tuple[int, ...]) -> np.ndarray:

@@ -88,9 +88,9 @@ class Microscope:
 # --------------------------------------------------------------------------
 
 
-def _scale(shape: tuple[int, ...]) -> np.ndarray:
+def _scale(shape: tuple[int, ...], anisotropy: float = _ANISOTROPY) -> np.ndarray:
     """Per-axis voxel size in units of the lateral pixel size."""
-    return np.array([_ANISOTROPY, 1.0, 1.0][-len(shape) :])
+    return np.array([anisotropy, 1.0, 1.0][-len(shape) :])
 
 
 def _splat(shape: tuple[int, ...], points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -218,17 +218,20 @@ def _nuclei(shape, rng, n, scale) -> np.ndarray:
     return out
 
 
-def render_truth(shape: tuple[int, ...], rng: np.random.Generator, density: float = 1.0) -> np.ndarray:
+def render_truth(shape: tuple[int, ...], rng: np.random.Generator, density: float = 1.0,
+                 anisotropy: float = _ANISOTROPY) -> np.ndarray:
     """Render a fluorescence-like ground truth.
 
     Parameters
     ----------
     shape : tuple of int
-        ``(Y, X)`` or ``(Z, Y, X)``; Z voxels are 3x the lateral pixel size.
+        ``(Y, X)`` or ``(Z, Y, X)``.
     rng : numpy.random.Generator
         Source of all randomness.
     density : float
         Multiplies the expected number of objects.
+    anisotropy : float
+        Z voxel size over the lateral pixel size (3 by default; 1 renders an isotropic volume).
 
     Returns
     -------
@@ -238,9 +241,10 @@ def render_truth(shape: tuple[int, ...], rng: np.random.Generator, density: floa
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3):
         raise ValueError(f"shape must be 2D or 3D, got {shape}")
-    scale = _scale(shape)
+    scale = _scale(shape, anisotropy)
     tiles = shape[-1] * shape[-2] / 64**2 * density
-    depth = {k: shape[0] / d if len(shape) == 3 else 1.0 for k, d in _DEPTH.items()}
+    # _DEPTH is in planes of _ANISOTROPY lateral pixels: the same objects span more, thinner planes.
+    depth = {k: shape[0] * anisotropy / (d * _ANISOTROPY) if len(shape) == 3 else 1.0 for k, d in _DEPTH.items()}
     n = {k: rng.poisson(r * tiles * depth[k]) for k, r in _RATES.items()}
     truth = (
         _nuclei(shape, rng, n["nuclei"], scale)

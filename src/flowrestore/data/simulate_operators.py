@@ -1,11 +1,12 @@
-"""Demo acquisitions degraded by a known forward operator (`demo.kind` super_resolution or deblur).
+"""Demo acquisitions degraded by a known forward operator (`demo.kind` super_resolution, deblur or isotropic).
 
 The clean image is the demo's ground truth (filaments, vesicles, nuclei: `simulate.render_truth`) seen
 through the in-focus PSF, plus a background, at `photons` photo-electrons per unit intensity, without
 noise: the target. The input is that image through the same operator the restoration uses
 (`flowrestore.physics`): pixel integration by `factor` (super_resolution: each input pixel is the mean
-of factor x factor target pixels, at the same photons per unit intensity) or a Gaussian blur of std
-`sigma` target pixels (deblur), then Poisson shot noise and Gaussian read noise (`PoissonGaussian`).
+of factor x factor target pixels, at the same photons per unit intensity), a Gaussian blur of std
+`sigma` target pixels (deblur) or axial integration of slabs of `factor` planes (isotropic: the truth is
+rendered on isotropic voxels, the input is a stack `factor` times coarser in Z), then Poisson shot noise and Gaussian read noise (`PoissonGaussian`).
 Inputs and targets share one intensity scale (photo-electrons), so [0, photons] read as [0, 1] is a
 fixed normalisation for both (flow_prior's `range`).
 """
@@ -17,10 +18,10 @@ import os
 import numpy as np
 import torch
 
-from ..physics import AreaDownsample, GaussianBlur
+from ..physics import AreaDownsample, AxialDownsample, GaussianBlur
 from .simulate import Microscope, _blur, _noisy, _tiff_bytes, _to_uint16, _write_if_changed, render_truth
 
-KINDS = ("super_resolution", "deblur")
+KINDS = ("super_resolution", "deblur", "isotropic")
 
 
 def operator_of(kind: str, dims: int, factor: int, sigma: float):
@@ -28,14 +29,18 @@ def operator_of(kind: str, dims: int, factor: int, sigma: float):
         return AreaDownsample(factor, dims=dims)
     if kind == "deblur":
         return GaussianBlur(sigma, dims=dims)
+    if kind == "isotropic":
+        if dims != 3:
+            raise ValueError("demo.kind isotropic needs a ZYX demo.shape")
+        return AxialDownsample(factor)
     raise ValueError(f"unknown demo kind {kind!r}; choose one of {KINDS}")
 
 
 def make_known_pair(shape: tuple[int, ...], rng: np.random.Generator, kind: str, factor: int = 4, sigma: float = 2.0,
                     photons: float = 1000.0, microscope: Microscope = Microscope()) -> tuple[np.ndarray, np.ndarray]:
     """(input, target) uint16 photo-electron counts: target `shape`, input `shape` / factor in Y, X for
-    super_resolution, `shape` for deblur."""
-    truth = render_truth(shape, rng)
+    super_resolution, in Z for isotropic, `shape` for deblur."""
+    truth = render_truth(shape, rng, anisotropy=1.0) if kind == "isotropic" else render_truth(shape, rng)
     clean = (_blur(truth, microscope.focus_sigma) + np.float32(microscope.background)) * np.float32(photons)
     op = operator_of(kind, len(shape), factor, sigma).double()
     with torch.no_grad():
@@ -48,14 +53,15 @@ def write_known_demo(folder: str | os.PathLike, n_acquisitions: int, shape: tupl
                      factor: int = 4, sigma: float = 2.0, photons: float = 1000.0, input_suffix: str = "_wf.tif",
                      target_suffix: str = "_confocal.tif", prefix: str = "demo", pixel_size: float = 0.1) -> list[str]:
     """Write `n_acquisitions` OME-TIFF pairs into `folder` (target pixel size `pixel_size` µm; the input's
-    is `factor` times larger for super_resolution). Acquisition i is seeded with (seed, i); files whose
+    is `factor` times larger in Y and X for super_resolution, in Z for isotropic; an isotropic target's Z
+    voxel is `pixel_size`, the others' 0.3 µm). Acquisition i is seeded with (seed, i); files whose
     bytes do not change are left alone. Returns the sorted acquisition ids."""
     shape = tuple(int(s) for s in shape)
-    if kind == "super_resolution" and any(n % factor for n in shape[-2:]):
-        raise ValueError(f"demo.shape {shape} is not a multiple of demo.factor {factor} in Y and X")
+    grid = operator_of(kind, len(shape), factor, sigma).grid_factor(len(shape))
+    if any(n % f for n, f in zip(shape, grid)):
+        raise ValueError(f"demo.shape {shape} is not a multiple of demo.factor {factor} along {'ZYX'[-len(shape):]}")
     axes = "ZYX"[-len(shape):]
-    target_size = (0.3, pixel_size, pixel_size)[-len(shape):]
-    grid = (1,) * (len(shape) - 2) + ((factor, factor) if kind == "super_resolution" else (1, 1))
+    target_size = (pixel_size if kind == "isotropic" else 0.3, pixel_size, pixel_size)[-len(shape):]
     input_size = tuple(p * f for p, f in zip(target_size, grid))
     os.makedirs(folder, exist_ok=True)
     ids = []

@@ -43,8 +43,7 @@ class Restorer:
         # A deterministic method may keep each step's state (method.states); a sampling one keeps its end.
         self.state_count = 1 if method.stochastic else method.state_count()
         # channels-last convolutions are ~30% faster on CPU (oneDNN) and suit tensor cores on GPU.
-        self.memory_format = torch.channels_last if net.config.dims == 2 else torch.channels_last_3d
-        self.net = net.to(memory_format=self.memory_format)
+        self.net = net.to(memory_format=_memory_format(net.config.dims))
         self.evaluations = 0  # network evaluations of one tile, for benchmarks
         # Reused across solver steps, sample groups and blocks, so that predict allocates per block
         # what depends on the block and nothing per step (allocator churn: see allocator.py).
@@ -120,8 +119,10 @@ class Restorer:
         acc = self._buffer("acc", (x.shape[0], channels or x.shape[1], *x.shape[2:])).zero_()
         items = [(k, r) for k in range(x.shape[0]) for r in regions]
         batch = min(self.cfg.batch, len(items))
-        xs = self._buffer("x_tiles", (batch, x.shape[1], *weight.shape), self.memory_format)
-        ys = self._buffer("y_tiles", (batch, y.shape[1], *weight.shape), self.memory_format)
+        # the tiles' layout (a 2D network may see planes of 3D tiles: the method reshapes them)
+        layout_format = _memory_format(weight.ndim)
+        xs = self._buffer("x_tiles", (batch, x.shape[1], *weight.shape), layout_format)
+        ys = self._buffer("y_tiles", (batch, y.shape[1], *weight.shape), layout_format)
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
             xb, yb = xs[:len(chunk)], ys[:len(chunk)]
@@ -190,6 +191,10 @@ class Restorer:
                 count = total
         var = m2 / (count - 1) if self.method.stochastic and count > 1 else None
         return BlockResult(mean, var, kept, prefixes, steps)
+
+
+def _memory_format(dims: int):
+    return torch.channels_last if dims == 2 else torch.channels_last_3d
 
 
 def _pad(a: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:

@@ -88,9 +88,10 @@ def prepare(checkpoint, image_path, output, settings: dict, normalization: Norma
     checked = checked_settings(settings)
     sampling = SamplingConfig.from_settings(checked)
     ndim = image.data.ndim
-    if identity["net"]["dims"] != ndim:
+    trained = identity.get("dims", identity["net"]["dims"])  # a 2D network may restore stacks plane by plane
+    if trained != ndim:
         raise InputError(image_path, f"is {ndim}D but model {identity['name']} was trained on "
-                         f"{identity['net']['dims']}D images", "restore it with a model trained on the same kind of data")
+                         f"{trained}D images", "restore it with a model trained on the same kind of data")
     grid = tuple(identity.get("grid_factor") or (1,) * ndim)
     shape = tuple(n * f for n, f in zip(image.shape, grid))
     net_factor = 2 ** (len(identity["net"]["multipliers"]) - 1)

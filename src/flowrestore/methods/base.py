@@ -97,6 +97,14 @@ class Method(nn.Module):
         """Per axis, output voxels per input voxel (1: the output is on the input's grid)."""
         return (1,) * dims
 
+    def net_dims(self, dims: int) -> int:
+        """Spatial axes of the network for images of `dims` axes (fewer: the method cuts the image into planes)."""
+        return dims
+
+    def patch_shape(self, patch: tuple[int, ...]) -> tuple[int, ...]:
+        """The training patch read from the images, given train.patch_size per image axis."""
+        return patch
+
     def loss(self, net: nn.Module, target: torch.Tensor, degraded: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Scalar training loss on a batch: target, degraded of shape (batch, channels, *patch)."""

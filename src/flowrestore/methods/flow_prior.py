@@ -18,6 +18,11 @@ The authors' super-resolution operator is decimation (|A| = 1); pixel integratio
 sets each coarse pixel's mean of z to its measurement at t = 0). Their default alpha is 1; EM
 Generalist's is 0.3 (its supplementary text, "normally 0.3"). eps_k is keyed to (seed, sample, step,
 voxel), so a voxel's chain does not depend on the tiling.
+
+Isotropic 3D (task `isotropic`, EM Generalist's axial restoration): the prior is a 2D network trained on
+XY planes of the targets; at step k the block is cut into XY (k mod 3 = 0), XZ (1) or YZ (2) planes,
+each denoised as a 2D image, and the data-consistency step of axial integration is taken on the XZ and
+YZ steps only, as the authors' code has it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..physics.downsample import AreaDownsample
+from ..errors import InputError
+from ..physics.downsample import _Integrate
 from ..physics.tasks import task_operator
 from .base import register
 from .guided_cfm import GuidedCFM
@@ -42,7 +48,9 @@ class FlowPrior(GuidedCFM):
         super().__init__(options, source)
         self.source = source
         self._operators: dict[int, torch.nn.Module] = {}
-        task_operator(self.options, 2, source)  # a task without its settings is refused at once
+        self.isotropic = self.options["task"] == "isotropic"
+        self._plane_axis = 0  # isotropic: the axis (of Z, Y, X) the block is cut across at the current step
+        task_operator(self.options, 3 if self.isotropic else 2, source)  # a task without its settings is refused at once
 
     def in_channels(self, channels: int = 1) -> int:
         return channels
@@ -56,9 +64,20 @@ class FlowPrior(GuidedCFM):
         return Normalization(float(low), float(high))
 
     def grid_factor(self, dims: int) -> tuple[int, ...]:
+        if self.options["task"] == "isotropic":
+            return (self.options["factor"],) + (1,) * (dims - 1)
         if self.options["task"] != "super_resolution":
             return (1,) * dims
         return (1,) * (dims - 2) + (self.options["factor"],) * 2
+
+    def net_dims(self, dims: int) -> int:
+        if self.isotropic and dims != 3:
+            raise InputError(self.source, f"task isotropic restores ZYX stacks, but the training images are {dims}D",
+                             "give 3D acquisitions, or choose task super_resolution for Y and X")
+        return 2 if self.isotropic else dims
+
+    def patch_shape(self, patch: tuple[int, ...]) -> tuple[int, ...]:
+        return (1, *patch[1:]) if self.isotropic else patch  # XY planes of the targets
 
     def operator(self, dims: int, device, dtype=torch.float32):
         if dims not in self._operators:
@@ -79,6 +98,8 @@ class FlowPrior(GuidedCFM):
 
     def loss(self, net, target, degraded, generator=None):
         """MSE of v(x_t, t) against x1 - x0; target (batch, channels, *patch); `degraded` is not read."""
+        if target.ndim - 2 > net.config.dims:  # XY planes (patches one plane deep) for a 2D prior
+            target = target.flatten(1, 2)
         x0 = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
         if self.options["coupling"] == "ot":
             x0 = self.couple(x0, target)
@@ -88,7 +109,9 @@ class FlowPrior(GuidedCFM):
         return torch.mean((net(xt, t).float() - (target - x0).float()) ** 2)
 
     def velocity(self, net, t, x, degraded):
-        return net(x, t)
+        if x.ndim - 2 == net.config.dims:
+            return net(x, t)
+        return _planewise(net, t, x, self._plane_axis)
 
     # ------------------------------------------------------------------ sampling
     def times(self) -> list[float]:
@@ -108,11 +131,12 @@ class FlowPrior(GuidedCFM):
         if y is not None:
             op = self.operator(dims, x0.device, x0.dtype)
             grid = self.grid_factor(dims)
-            measured = AreaDownsample(grid[-1], dims).A(y) if max(grid) > 1 else y
+            measured = _Integrate(grid).A(y) if max(grid) > 1 else y
             norm2 = 1.0 / float(np.prod(grid))  # |A|^2: a blur of sum 1 keeps it
         x = x0
         for k, t in enumerate(self.times()):
-            if y is not None:
+            self._plane_axis = k % 3 if self.isotropic else 0
+            if y is not None and not (self.isotropic and self._plane_axis == 0):
                 gamma = lr * (1.0 - t) ** alpha
                 z = x - (gamma / norm2) * op.A_adjoint(op.A(x) - measured)
             else:
@@ -121,3 +145,13 @@ class FlowPrior(GuidedCFM):
             z = t * z + (1.0 - t) * eps
             x = z + (1.0 - t) * field(torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype), z)
         return x
+
+
+def _planewise(net, t: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """A 2D network on every plane of x (batch, channels, Z, Y, X) across spatial `axis` (0: XY planes,
+    1: XZ, 2: YZ); t (batch,) is each plane's time. Same shape as x."""
+    b, c = x.shape[:2]
+    moved = x.movedim(2 + axis, 1)  # (batch, planes, channels, *plane)
+    planes = moved.reshape(b * moved.shape[1], c, *moved.shape[3:])
+    v = net(planes.contiguous(memory_format=torch.channels_last), t.repeat_interleave(moved.shape[1]))
+    return v.reshape(moved.shape).movedim(1, 2 + axis)

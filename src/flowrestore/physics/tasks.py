@@ -2,6 +2,7 @@
 
 - `super_resolution`: optional blur on the fine grid, then lateral pixel integration by `factor`;
 - `deblur`: blur by a Gaussian of std `sigma` pixels or by the PSF in the file `psf`;
+- `isotropic`: optional blur, then axial integration of slabs of `factor` planes (ZYX stacks only);
 - `denoise`: the identity.
 """
 
@@ -14,10 +15,10 @@ from ..errors import InputError
 from .base import LinearOperator
 from .blur import Blur, GaussianBlur
 from .compose import Compose
-from .downsample import AreaDownsample
+from .downsample import AreaDownsample, AxialDownsample
 from .identity import Identity
 
-TASKS = ("super_resolution", "deblur", "denoise")
+TASKS = ("super_resolution", "deblur", "isotropic", "denoise")
 
 
 def read_psf(path, dims: int) -> torch.Tensor:
@@ -54,6 +55,14 @@ def task_operator(options: dict, dims: int, source=None) -> LinearOperator:
             raise InputError(source, "task super_resolution needs a factor of at least 2", "set options.factor (e.g. 4)")
         area = AreaDownsample(options["factor"], dims=dims)
         return area if blur is None else Compose([blur, area])
+    if task == "isotropic":
+        if dims != 3:
+            raise InputError(source, f"task isotropic restores ZYX stacks, not {dims}D images",
+                             "give 3D acquisitions, or choose task super_resolution for Y and X")
+        if options["factor"] < 2:
+            raise InputError(source, "task isotropic needs a factor of at least 2", "set options.factor (e.g. 4)")
+        axial = AxialDownsample(options["factor"])
+        return axial if blur is None else Compose([blur, axial])
     if task == "deblur":
         if blur is None:
             raise InputError(source, "task deblur needs a PSF", "set options.sigma (pixels) or options.psf (a file)")

@@ -140,9 +140,10 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     net_settings = settings("$defs.net", net_config)
     if net_settings["norm"] == "auto":
         net_settings["norm"] = method.net_norm
-    netcfg = NetConfig(**{**net_settings, "dims": dims, "in_channels": method.in_channels(1), "time": method.time_input})
-    patch = _patch_shape(cfg["patch_size"], dims)
-    if any(p % netcfg.factor for p in patch):
+    netcfg = NetConfig(**{**net_settings, "dims": method.net_dims(dims), "in_channels": method.in_channels(1),
+                          "time": method.time_input})
+    patch = method.patch_shape(_patch_shape(cfg["patch_size"], dims))
+    if any(p % netcfg.factor for p in patch if p > 1):
         raise InputError(None, f"train.patch_size {patch} is not a multiple of {netcfg.factor}",
                          f"use a multiple of {netcfg.factor} (the network downsamples {len(netcfg.multipliers) - 1} times)")
     torch.manual_seed(cfg["seed"])
@@ -151,7 +152,7 @@ def train_model(name: str, method_name: str, net_config: dict, train_config: dic
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     fingerprint = data_fingerprint(train_acquisitions)
     identity = {"name": name, **method.identity(), "grid_factor": list(method.grid_factor(dims)),
-                "net": netcfg.to_dict(), "train": {k: v for k, v in cfg.items() if k not in RUNTIME},
+                "dims": dims, "net": netcfg.to_dict(), "train": {k: v for k, v in cfg.items() if k not in RUNTIME},
                 "data": fingerprint}
     state = TrainState(net, ema, optimizer, None, 0, [], cfg["steps"], cfg["minutes"] is None)
     # The schedule reads state.total, which train.minutes fixes after the probe (warm-up covers the probe
