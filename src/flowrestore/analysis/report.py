@@ -23,15 +23,21 @@ import pandas as pd
 import yaml
 
 from ..atomic import write_text
-from .evaluate import COLUMNS, INPUT, frc_unit, pairs_of_split, read_tsv
+from .evaluate import AXIAL, COLUMNS, INPUT, frc_unit, pairs_of_split, read_tsv
 from ..data.pairing import SPLITS, read_rows
 
 TEMPLATE = "report.html.j2"
 METRIC_TITLES = {"psnr": "PSNR (dB)", "psnr_affine": "PSNR affine (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
                  "micro_ssim": "MicroSSIM", "micro_ms3im": "MicroMS3IM",
-                 "frc_1/7_um": "FRC resolution 1/7 (µm)", "frc_0.5_um": "FRC resolution 0.5 (µm)"}
+                 "frc_1/7_um": "FRC resolution 1/7 (µm)", "frc_0.5_um": "FRC resolution 0.5 (µm)",
+                 AXIAL: "axial FRC resolution 1/7 (µm)"}
 DIGITS = {"psnr": 2, "psnr_affine": 2, "ssim": 3, "ms_ssim": 3, "micro_ssim": 3, "micro_ms3im": 3, "frc_1/7_um": 3,
-          "frc_0.5_um": 3}
+          "frc_0.5_um": 3, AXIAL: 3}
+
+
+def _columns(frame: pd.DataFrame) -> list[str]:
+    """The metric columns to show: COLUMNS, and the axial FRC where the images are stacks."""
+    return COLUMNS + [AXIAL] if AXIAL in frame.columns or f"{AXIAL}_mean" in frame.columns else COLUMNS
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def data_summary(manifest) -> list[dict]:
 def summary_table(summary: pd.DataFrame) -> tuple[list[dict], list[str]]:
     rows, notes = [], []
     for r in summary.to_dict("records"):
-        values = [_mean_std(_value(r, f"{c}_mean"), _value(r, f"{c}_std"), DIGITS[c]) for c in COLUMNS]
+        values = [_mean_std(_value(r, f"{c}_mean"), _value(r, f"{c}_std"), DIGITS[c]) for c in _columns(summary)]
         gain = "-" if r["model"] == INPUT else _mean_std(_value(r, "psnr_gain_mean"), _value(r, "psnr_gain_std"), 2)
         if gain not in ("-", "missing") and not gain.startswith("-"):
             gain = "+" + gain
@@ -145,7 +151,7 @@ def comparison_table(comparisons: pd.DataFrame, titles: dict[str, str] = METRIC_
 
 def per_image_table(table: pd.DataFrame) -> list[dict]:
     return [{"acquisition": r["acquisition"], "label": r["label"],
-             "cells": [_number(_value(r, c), DIGITS[c]) if _value(r, c) is not None else "missing" for c in COLUMNS],
+             "cells": [_number(_value(r, c), DIGITS[c]) if _value(r, c) is not None else "missing" for c in _columns(table)],
              "missing": _value(r, "missing") or ""} for r in table.to_dict("records")]
 
 
@@ -267,7 +273,7 @@ def build_report(output, config: dict, manifest, metrics_tsv, summary_tsv, compa
         "title": title, "version": _version(), "results": results,
         "created": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cards": cards, "splits": data_summary(manifest), "n_test": n_test,
-        "metric_columns": [{"key": c, "title": titles[c]} for c in COLUMNS], "frc_unit": unit,
+        "metric_columns": [{"key": c, "title": titles[c]} for c in _columns(summary)], "frc_unit": unit,
         "summary_rows": summary_rows, "summary_missing": summary_missing,
         "quality_rows": quality_rows, "step_rows": step_rows,
         "step_count": max((len(r["steps"]) for r in step_rows), default=0),
