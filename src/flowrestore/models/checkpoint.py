@@ -24,7 +24,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = ("identity", "ema")) -> dict:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "checkpoint not found", "train the model first (snakemake runs rule train) or fix the path")
@@ -39,7 +39,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as exc:  # a truncated or foreign file fails anywhere in torch's reader
         raise InputError(path, f"is not a readable checkpoint ({_brief(exc)})",
                          "the file is truncated or not a torch checkpoint; train again") from exc
-    if not isinstance(payload, dict) or "identity" not in payload or "ema" not in payload:
+    if not isinstance(payload, dict) or any(k not in payload for k in keys):
         raise InputError(path, "is not a flowrestore checkpoint (no model identity or weights)",
                          "use the checkpoint.pt that rule train writes")
     return payload
