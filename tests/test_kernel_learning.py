@@ -61,3 +61,17 @@ def test_kernel_learning_refuses_stacks(tmp_path):
     tifffile.imwrite(tmp_path / "plane.tif", np.zeros((40, 40), np.float32))
     with pytest.raises(InputError, match="3D image"):
         learn_kernel([tmp_path / "stack.tif"], [tmp_path / "plane.tif"], tmp_path / "out", FAST)
+
+
+def test_learn_kernel_from_the_command_line(tmp_path):
+    import yaml
+
+    from flowrestore.cli import main
+
+    degraded, clean, psf = _sets(tmp_path)
+    tifffile.imwrite(tmp_path / "psf.tif", psf.astype(np.float32))
+    (tmp_path / "k.yaml").write_text(yaml.safe_dump({"ddm4ip": FAST}))
+    code = main(["learn-kernel", str(tmp_path / "out"), "--degraded", *map(str, degraded), "--clean", *map(str, clean),
+                 "--config", str(tmp_path / "k.yaml"), "--true-kernel", str(tmp_path / "psf.tif")])
+    assert code == 0 and tifffile.imread(tmp_path / "out" / "kernel.tif").shape == (7, 7)
+    assert (tmp_path / "out" / "metrics.tsv").read_text().splitlines()[-1].split("\t")[3] != ""  # scored

@@ -173,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="write the table to this TSV instead of stdout")
     for name, option in schema["normalize"]["properties"].items():
         _schema_option(p, name, option, "normalize")
+
+    p = sub.add_parser("learn-kernel", help="learn an unknown blur kernel from unpaired degraded and clean images "
+                       "(DDM4IP)", formatter_class=defaults,
+                       description="Stages 1 and 2 of DDM4IP: writes OUTPUT/kernel.tif (sum 1), kernel.png and "
+                       "metrics.tsv; a rerun resumes from OUTPUT/work/last.pt.")
+    p.add_argument("output", help="folder to write the kernel into")
+    p.add_argument("--degraded", nargs="+", required=True, help="2D images of the blurred set")
+    p.add_argument("--clean", nargs="+", required=True, help="2D images of the clean set (other fields)")
+    p.add_argument("--config", default=None, help="a YAML file whose `ddm4ip` section overrides the defaults")
+    p.add_argument("--true-kernel", default=None, help="the known PSF (a demo's), to score and plot beside")
     return parser
 
 
@@ -242,6 +252,15 @@ def main(argv: list[str] | None = None) -> int:
                 write_text(args.output, text)
             else:
                 sys.stdout.write(text)
+        elif args.command == "learn-kernel":
+            import yaml
+
+            from .physics.tasks import read_psf
+            from .training.kernel import learn_kernel
+
+            config = yaml.safe_load(open(args.config).read() or "{}").get("ddm4ip", {}) if args.config else {}
+            true = read_psf(args.true_kernel, 2).numpy() if args.true_kernel else None
+            print(learn_kernel(args.degraded, args.clean, args.output, config, true_kernel=true))
     except InputError as error:
         print(f"flowrestore: error: {error}", file=sys.stderr)
         return 2
