@@ -1,4 +1,4 @@
-# flowrestore: pair -> convert -> train -> predict -> evaluate/calibrate -> report
+# flowrestore: pair -> convert -> (learn kernel) -> train -> predict -> evaluate/calibrate -> report
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
@@ -23,6 +23,7 @@ except InputError as error:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pair.smk"
 include: "workflow/rules/convert.smk"
+include: "workflow/rules/kernel.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
@@ -35,5 +36,6 @@ rule all:
         rules.pair.output.manifest,
         # every converted image is pulled in by the rules that read it
         expand(rules.predict.output.prediction, model=MODELS, acquisition=TO_PREDICT),
+        LEARNED_KERNEL if KERNEL["learn"] else [],
         # references alone (no input, no truth) cannot be scored: then there is no report
         rules.report.output.html if SCORED else [],

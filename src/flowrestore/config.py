@@ -78,7 +78,8 @@ RUNTIME = {"train": ("workers", "device", "compile"), "predict": ("device", "sha
 # Which acquisitions get predicted: each prediction's own output does not depend on it.
 SELECTION = {"predict": ("splits", "acquisitions")}
 # Paths in the config: relative ones are read against the folder of the config file that sets them.
-PATHS = (("data", "folder"), ("data", "samples"))
+PATHS = (("data", "folder"), ("data", "samples"), ("kernel", "true_psf"))
+LEARNED = "learned"  # a PSF setting naming the kernel that rule learn_kernel learns
 
 
 def result_settings(section: str, settings: dict) -> dict:
@@ -126,6 +127,12 @@ def resolve_paths(config: dict, files=(), command_line_files=(), command_line_co
     """
     paths = [list(p) for p in PATHS] + [["predict", "acquisitions", name]
                                         for name in (config.get("predict", {}).get("acquisitions") or {})]
+    # PSF files: a model's options.psf and the evaluation's PSFs; `learned` names rule learn_kernel's kernel
+    paths += [["models", name, "options", "psf"] for name, model in (config.get("models") or {}).items()
+              if isinstance((model or {}).get("options"), Mapping)
+              and model["options"].get("psf") not in (None, "", LEARNED)]
+    paths += [["evaluate", "psfs", label] for label, value in ((config.get("evaluate") or {}).get("psfs") or {}).items()
+              if isinstance(value, str) and value != LEARNED]
     sources = {}
     for path in paths:
         node = config

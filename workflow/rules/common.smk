@@ -3,11 +3,10 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from flowrestore.config import check_sizes, model_settings, resolve_paths, result_settings, without_runtime
+from flowrestore.config import LEARNED, check_sizes, model_settings, resolve_paths, result_settings, settings, without_runtime
 from flowrestore.errors import InputError
 from flowrestore.methods import method_class
-from flowrestore.data.demo import demo_rows
-from flowrestore.data.simulate_operators import KINDS as KNOWN_OPERATOR_DEMOS
+from flowrestore.data.demo import demo_files, demo_rows, demo_settings
 from flowrestore.data.pairing import plan_pairs
 
 
@@ -78,6 +77,48 @@ def predict_source(wildcards):
     role = "input" if PAIR[wildcards.acquisition].input else "target"
     return f"{RESULTS}/convert/{role}/{wildcards.acquisition}.ome.zarr"
 
+
+# ---------------------------------------------------------------- an unknown blur kernel (DDM4IP)
+KERNEL = config["kernel"]
+LEARNED_KERNEL = f"{RESULTS}/kernel/kernel.tif"
+if KERNEL["learn"]:
+    try:
+        KERNEL_SETTINGS = settings("$defs.ddm4ip", KERNEL["ddm4ip"], "your config file (kernel.ddm4ip)")
+    except InputError as error:
+        raise WorkflowError(str(error)) from None
+    if set(KERNEL["degraded_splits"]) & set(KERNEL["clean_splits"]):
+        raise WorkflowError("your config file: kernel.degraded_splits and kernel.clean_splits share a split; DDM4IP learns "
+                            "from unpaired sets. Fix: make them disjoint (e.g. degraded [test], clean [train, val])")
+    DEGRADED = [path for split in KERNEL["degraded_splits"] for path in converted("input", split)]
+    CLEAN = [path for split in KERNEL["clean_splits"] for path in converted("target", split)]
+    for _what, _paths, _splits in (("inputs", DEGRADED, "degraded_splits"), ("targets", CLEAN, "clean_splits")):
+        if not _paths:
+            raise WorkflowError(f"your config file: no acquisition of kernel.{_splits} {KERNEL[_splits]} has {_what} "
+                                f"to learn the kernel from. Fix: choose other splits in kernel.{_splits}")
+
+
+def psf_file(value, where: str):
+    """A PSF setting as a file: `learned` is rule learn_kernel's kernel; other strings are files; numbers stay."""
+    if value != LEARNED:
+        return value
+    if not KERNEL["learn"]:
+        raise WorkflowError(f"your config file: {where} is `learned`, but no kernel is learned. Fix: set kernel.learn: "
+                            "true (with kernel.degraded_splits and kernel.clean_splits), or give a PSF file")
+    return LEARNED_KERNEL
+
+
+for _name, _settings in MODELS.items():
+    if _settings["options"].get("psf"):
+        _settings["options"]["psf"] = psf_file(_settings["options"]["psf"], f"models.{_name}.options.psf")
+
+
+def model_psfs(wildcards):
+    """The PSF file a model's forward operator reads, if any (a new kernel redoes its predictions)."""
+    psf = MODELS[wildcards.model]["options"].get("psf")
+    return [psf] if psf else []
+
+
+EVALUATE_PSFS = {label: psf_file(value, f"evaluate.psfs.{label}") for label, value in config["evaluate"]["psfs"].items()}
 
 SHARDS = list(range(config["predict"]["shards"]))
 # What changes a prediction (not which acquisitions are predicted, nor how fast).

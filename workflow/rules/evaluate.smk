@@ -5,6 +5,7 @@ rule evaluate:
         manifest=rules.pair.output.manifest,
         images=scored_images(SCORED),
         predictions=predictions(SCORED),
+        psfs=[psf for psf in EVALUATE_PSFS.values() if isinstance(psf, str)],
     output:
         metrics=report(f"{RESULTS}/evaluate/metrics.tsv", caption="../report/metrics.rst", category="Evaluation",
                        labels={"table": "per test image"}),
@@ -21,7 +22,7 @@ rule evaluate:
         models={m: s["method"] for m, s in MODELS.items()},
         convert=lambda w, input: folder_of(input.manifest, "convert"),
         predict=lambda w, input: folder_of(input.manifest, "predict"),
-        settings={k: config["evaluate"][k] for k in ("psf_sigma", "rl_iterations")},
+        settings={k: config["evaluate"][k] for k in ("psf_sigma", "rl_iterations")} | {"psfs": EVALUATE_PSFS},
     log:
         f"{RESULTS}/logs/evaluate.log",
     message:

@@ -3,10 +3,9 @@ if config["demo"]["make"]:
     rule demo_data:
         output:
             [path for pair in PAIRS for path in (pair.input, pair.target, pair.truth) if path],
+            demo_files(config["demo"], config["data"]),
         params:
-            # only the settings of the demo's kind: another kind's settings do not change its files
-            demo={k: v for k, v in config["demo"].items()
-                  if config["demo"]["kind"] in KNOWN_OPERATOR_DEMOS or k not in ("factor", "sigma", "photons")},
+            demo=demo_settings(config["demo"]),
             data={k: config["data"][k] for k in ("folder", "input_pattern", "target_pattern", "truth_pattern")},
         log:
             f"{RESULTS}/logs/demo_data.log",

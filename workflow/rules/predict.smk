@@ -5,6 +5,7 @@ rule predict_prepare:
     input:
         checkpoint=rules.train.output.checkpoint,
         image=predict_source,
+        psf=model_psfs,
     output:
         plan=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.plan.json"),
     params:
@@ -25,6 +26,7 @@ rule predict_shard:
     input:
         plan=rules.predict_prepare.output.plan,
         checkpoint=rules.train.output.checkpoint,
+        psf=model_psfs,
     output:
         done=temp(f"{RESULTS}/predict/{{model}}/.{{acquisition}}.shard{{shard}}.done"),
     params:

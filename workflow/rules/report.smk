@@ -11,6 +11,7 @@ rule report:
         calibration=expand(rules.judge_calibration.output.summary, model=STOCHASTIC),
         calibration_plots=expand(rules.judge_calibration.output.plot, model=STOCHASTIC),
         curves=expand(rules.train.output.curve, model=MODELS),
+        kernel=[rules.learn_kernel.output.plot, rules.learn_kernel.output.metrics] if KERNEL["learn"] else [],
     output:
         html=f"{RESULTS}/report/report.html",
     params:

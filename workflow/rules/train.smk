@@ -3,6 +3,8 @@ rule train:
         # ancient: a new test acquisition rewrites the manifest but must not retrain the model
         manifest=lambda w: ancient_while_done(rules.pair.output.manifest, rules.train.output.checkpoint, w),
         images=training_images,
+        # the forward operator is checked when the method is built; a new kernel does not retrain the prior
+        psf=lambda w: [ancient_while_done(p, rules.train.output.checkpoint, w) for p in model_psfs(w)],
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/checkpoint.pt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.tsv",

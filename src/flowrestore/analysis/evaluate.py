@@ -261,14 +261,19 @@ def estimate_label(model: str, method: str, estimate: str) -> str:
 
 
 def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: str = "test",
-             psf_sigma: float | None = None, rl_iterations: int = defaults("evaluate")["rl_iterations"]) -> pd.DataFrame:
+             psf_sigma: float | None = None, rl_iterations: int = defaults("evaluate")["rl_iterations"],
+             psfs: dict | None = None) -> pd.DataFrame:
     """One row per acquisition x estimate; `models` is {name: method}. `psf_sigma` (pixels): also score
-    Wiener and Richardson-Lucy deconvolutions of the input with that Gaussian PSF (analysis.classical).
+    Wiener and Richardson-Lucy deconvolutions of the input with that Gaussian PSF (analysis.classical),
+    labelled "true PSF"; `psfs` {label: Gaussian std in pixels or PSF file}: with each of these as well.
 
     Columns: acquisition, model, method, estimate, label, pixel_size_um, the metric columns
     (empty when missing) and `missing` ("column: reason; ...").
     """
     rows = []
+    kernels = ([("true PSF", "", psf_sigma)] if psf_sigma else []) + [
+        (label, _slug(label), value if not isinstance(value, (str, os.PathLike)) else _read_psf(value))
+        for label, value in (psfs or {}).items()]
     pairs = pairs_of_split(manifest, convert_dir, split)
     unit = frc_unit(pairs)
     axial = False
@@ -285,10 +290,10 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         del raw
         z_size = (pair.pixel_size[0] if unit == "µm" else 1.0) if target.ndim == 3 else None
         axial = axial or target.ndim == 3
-        if psf_sigma:
+        for psf_label, key, psf in kernels:
             from .classical import deconvolutions
 
-            for name, label, value in deconvolutions(widefield, psf_sigma, rl_iterations):
+            for name, label, value in deconvolutions(widefield, psf, rl_iterations, psf_label, key):
                 estimates.append((name, INPUT, "mmse", value, ""))
                 labels[name] = label
         del widefield
@@ -320,6 +325,16 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
             log.info("%s %s: psnr %s", pair.acquisition, rows[-1]["label"], rows[-1]["psnr"])
     columns = COLUMNS + ([AXIAL] if axial else [])
     return pd.DataFrame(rows, columns=ROW_KEYS + ["pixel_size_um"] + columns + ["missing"])
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "psf"
+
+
+def _read_psf(path) -> np.ndarray:
+    from ..data.io import open_image
+
+    return np.asarray(open_image(path, check_chunks=False).data, dtype=np.float64)
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
@@ -474,7 +489,7 @@ def run(manifest, convert_dir, predict_dir, models: dict[str, str], metrics_out,
     """The evaluate rule: all tables at once. `settings`: the config's `evaluate` section (classical baselines)."""
     settings = config_settings("evaluate", settings)
     table = evaluate(manifest, convert_dir, predict_dir, models, psf_sigma=settings["psf_sigma"],
-                     rl_iterations=settings["rl_iterations"])
+                     rl_iterations=settings["rl_iterations"], psfs=settings["psfs"])
     summary = summarize(table)
     curve = perception_distortion(manifest, convert_dir, predict_dir, models)
     write_tsv(table, metrics_out)

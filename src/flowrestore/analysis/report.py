@@ -311,3 +311,14 @@ def example_figures(paths: list[str]) -> list[Figure]:
 
 def training_figures(paths: dict[str, str]) -> list[Figure]:
     return [Figure(f"Model {model}", os.fspath(p), TRAINING_CAPTION) for model, p in paths.items()]
+
+
+def kernel_figure(png, metrics_tsv) -> Figure:
+    """The learned blur kernel's plot (rule learn_kernel), captioned with its last kernel error when known."""
+    rows = read_tsv(metrics_tsv)
+    errors = rows["kernel_error"].dropna() if "kernel_error" in rows else []
+    score = (f" Its relative L1 error against the true PSF after centre-of-mass alignment: {errors.iloc[-1]:.3f}."
+             if len(errors) else "")
+    return Figure("Learned blur kernel (DDM4IP)", os.fspath(png),
+                  "The blur kernel learned from the unpaired degraded and clean sets, beside the true PSF when it is "
+                  "known; the models and deconvolutions set to `learned` restore with it." + score)

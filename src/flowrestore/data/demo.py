@@ -3,6 +3,8 @@
 - haze: widefield/confocal pairs (simulate.write_demo), split by the name hash like your own data;
 - super_resolution, deblur, isotropic: a known forward operator applied to a noise-free target
   (simulate_operators.write_known_demo), split by the name hash;
+- unknown_blur: the same with an anisotropic Gaussian PSF (`demo.psf`) the restoration must learn
+  (DDM4IP), its true PSF written beside the acquisitions as `psf.tif` (`demo_files`);
 - denoise: photon-count references, lower-dose inputs and the truth (denoise_demo), splits set by the
   simulator.
 
@@ -18,7 +20,7 @@ from . import denoise_demo
 from .simulate import write_demo
 
 ROLES = {"haze": ("input", "target"), "super_resolution": ("input", "target"), "deblur": ("input", "target"),
-         "isotropic": ("input", "target"), "denoise": ("input", "target", "truth")}
+         "isotropic": ("input", "target"), "unknown_blur": ("input", "target"), "denoise": ("input", "target", "truth")}
 
 
 def _suffixes(demo: dict, data: dict, source=None) -> dict[str, str]:
@@ -42,6 +44,27 @@ def demo_rows(demo: dict, data: dict, source=None) -> list[tuple]:
             for name in (f"demo{i:03d}" for i in range(demo["acquisitions"]))]
 
 
+# The settings each kind reads besides make, kind, acquisitions, shape and seed.
+KIND_SETTINGS = {"haze": (), "denoise": (), "super_resolution": ("factor", "sigma", "photons"),
+                 "deblur": ("factor", "sigma", "photons"), "isotropic": ("factor", "sigma", "photons"),
+                 "unknown_blur": ("factor", "sigma", "photons", "psf")}
+
+
+def demo_settings(demo: dict) -> dict:
+    """The demo settings that change the files of its kind (another kind's settings do not)."""
+    others = {k for own in KIND_SETTINGS.values() for k in own} - set(KIND_SETTINGS[demo["kind"]])
+    return {k: v for k, v in demo.items() if k not in others}
+
+
+def demo_files(demo: dict, data: dict) -> list[str]:
+    """The demo's files that belong to no acquisition (unknown_blur's true PSF)."""
+    if demo["kind"] != "unknown_blur":
+        return []
+    from .simulate_operators import PSF_FILE
+
+    return [os.path.join(data["folder"], PSF_FILE)]
+
+
 def make_demo(demo: dict, data: dict) -> list[str]:
     """Write the demo's files into data.folder (unchanged files are left alone); returns the acquisitions."""
     suffixes = _suffixes(demo, data)
@@ -54,4 +77,4 @@ def make_demo(demo: dict, data: dict) -> list[str]:
     from .simulate_operators import write_known_demo
 
     return write_known_demo(data["folder"], demo["acquisitions"], shape, demo["kind"], factor=demo["factor"],
-                            sigma=demo["sigma"], photons=demo["photons"], **common)
+                            sigma=demo["sigma"], photons=demo["photons"], psf=demo.get("psf"), **common)
