@@ -271,9 +271,7 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
     (empty when missing) and `missing` ("column: reason; ...").
     """
     rows = []
-    kernels = ([("true PSF", "", psf_sigma)] if psf_sigma else []) + [
-        (label, _slug(label), value if not isinstance(value, (str, os.PathLike)) else _read_psf(value))
-        for label, value in (psfs or {}).items()]
+    kernels = None  # (label, key, Gaussian std or PSF array), read once the images' axes are known
     pairs = pairs_of_split(manifest, convert_dir, split)
     unit = frc_unit(pairs)
     axial = False
@@ -290,6 +288,8 @@ def evaluate(manifest, convert_dir, predict_dir, models: dict[str, str], split: 
         del raw
         z_size = (pair.pixel_size[0] if unit == "µm" else 1.0) if target.ndim == 3 else None
         axial = axial or target.ndim == 3
+        if kernels is None:
+            kernels = _kernels(psf_sigma, psfs, target.ndim)
         for psf_label, key, psf in kernels:
             from .classical import deconvolutions
 
@@ -331,10 +331,13 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "psf"
 
 
-def _read_psf(path) -> np.ndarray:
-    from ..data.io import open_image
+def _kernels(psf_sigma, psfs: dict | None, dims: int) -> list[tuple]:
+    """(label, model-name key, Gaussian std or PSF array) of each PSF the deconvolutions are scored with."""
+    from ..physics.tasks import read_psf
 
-    return np.asarray(open_image(path, check_chunks=False).data, dtype=np.float64)
+    return ([("true PSF", "", psf_sigma)] if psf_sigma else []) + [
+        (label, _slug(label), read_psf(value, dims).numpy() if isinstance(value, (str, os.PathLike)) else value)
+        for label, value in (psfs or {}).items()]
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
