@@ -113,6 +113,8 @@ MODELS = {  # name: (method, options, net settings beside the schema's)
     "velocity": ("guided_cfm", {"prediction": "velocity"}, {}),
     "data": ("guided_cfm", {"prediction": "data"}, {}),
     "logit": ("guided_cfm", {"time_distribution": "logit_normal"}, {}),
+    "data_vloss": ("guided_cfm", {"prediction": "data", "loss": "velocity"}, {}),
+    "data_vloss_logit": ("guided_cfm", {"prediction": "data", "loss": "velocity", "time_distribution": "logit_normal"}, {}),
     "velocity_group": ("guided_cfm", {"prediction": "velocity"}, {"norm": "group"}),
     "data_group": ("guided_cfm", {"prediction": "data"}, {"norm": "group"}),
     "regression_group": ("regression", {}, {"norm": "group"}),

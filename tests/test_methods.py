@@ -244,3 +244,32 @@ def test_data_prediction_follows_the_straight_path_to_the_predicted_image():
     target = clean + 0.5
     assert float(method.loss(Oracle(), target, degraded)) == pytest.approx(0.25)
     assert float(get_method("guided_cfm").loss(Oracle(), clean, degraded)) > 0.1  # velocity target x1 - x0
+
+
+@pytest.mark.parametrize("prediction, loss", [("data", "velocity"), ("velocity", "data"), ("data", "auto"),
+                                              ("velocity", "auto")])
+def test_guided_loss_is_the_mse_in_the_space_it_names(prediction, loss):
+    """The MSE of the same output taken on x1 or on the velocity: x1_hat = x_t + (1 - t) v (the straight
+    path), so the two differ by (1 - t)^2, floored at 0.05 for x-prediction's v-loss (Li & He's t_eps)."""
+    target = torch.rand(256, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    out = torch.full_like(target, 0.3)
+
+    class Constant(torch.nn.Module):
+        def forward(self, x, t):
+            return out
+
+    method = get_method("guided_cfm", {"prediction": prediction, "loss": loss})
+    got = float(method.loss(Constant(), target, torch.zeros_like(target), torch.Generator().manual_seed(5)))
+    g = torch.Generator().manual_seed(5)  # the draws of the loss, in its order: noise, then times
+    x0 = torch.randn(target.shape, generator=g)
+    gap = 1 - torch.rand(target.shape[0], generator=g).view(-1, 1, 1, 1)
+    xt = gap * x0 + (1 - gap) * target
+    x1_hat = out if prediction == "data" else xt + gap * out
+    v_hat = (x1_hat - xt) / gap.clamp_min(0.05)
+    v_true = (target - xt) / gap.clamp_min(0.05)
+    space = prediction if loss == "auto" else loss
+    want = torch.mean((x1_hat - target) ** 2) if space == "data" else torch.mean((v_hat - v_true) ** 2)
+    if prediction == "velocity" and space == "velocity":
+        want = torch.mean((out - (target - x0)) ** 2)  # unfloored: the velocity itself is the output
+    assert got == pytest.approx(float(want), rel=1e-5)
+    assert (gap < 0.05).any()  # the floor was exercised
